@@ -1,0 +1,291 @@
+"""One request message in, one response message out.
+
+This is the translation layer between the bank's ISO 8583 dialect and the
+neutral port: it reads fields, builds `PayCommand`/`ReverseCommand`, calls the
+`PaymentsPort`, and renders the neutral outcome as the profile's response
+code. It holds no money state of its own: idempotency, reversal tombstones
+and replays live in the database behind the port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import structlog
+
+from bank_adapters.base import (
+    InquiryOutcome,
+    InquiryResult,
+    PayCommand,
+    PaymentsPort,
+    PayOutcome,
+    ReverseCommand,
+)
+
+from . import bill_data
+from .profile import Profile
+
+log = structlog.get_logger("kanal.iso8583")
+
+T = TypeVar("T")
+
+# Request MTI -> response MTI. The x1 forms are repeats (the bank heard no answer).
+RESPONSES = {
+    "0200": "0210",
+    "0220": "0230",
+    "0221": "0230",
+    "0400": "0410",
+    "0401": "0410",
+    "0420": "0430",
+    "0421": "0430",
+    "0800": "0810",
+}
+
+NETWORK_LOGON = "001"
+NETWORK_LOGOFF = "002"
+NETWORK_CUTOVER = "201"
+NETWORK_ECHO = "301"
+
+INQUIRY_CODES = {
+    InquiryOutcome.OPEN: "inquiry.open",
+    InquiryOutcome.UNKNOWN: "inquiry.unknown",
+    InquiryOutcome.EXPIRED: "inquiry.expired",
+    InquiryOutcome.PAID: "inquiry.paid",
+}
+
+
+def response_mti(mti: str) -> str | None:
+    """The response MTI for a request or advice MTI (0200 -> 0210, 0421 -> 0430);
+    None for responses and anything not four digits."""
+    if mti in RESPONSES:
+        return RESPONSES[mti]
+    if len(mti) == 4 and mti.isdigit() and mti[2] in "02468":
+        return mti[:2] + str(int(mti[2]) + 1) + "0"
+    return None
+
+
+def acquirer_code(value: str) -> str:
+    """DE32 without leading zeros, so that '123' and DE90's '00000000123' agree."""
+    return value.lstrip("0") or "0"
+
+
+@dataclass(slots=True)
+class LinkState:
+    link_id: str
+    logged_on: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    message_deadline_ms: int = 15_000
+
+
+class PortTimeout(Exception):
+    """The port did not answer within the message deadline."""
+
+
+class Handler:
+    def __init__(
+        self,
+        profile: Profile,
+        payments: PaymentsPort,
+        limits: Limits,
+        now: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.payments = payments
+        self.limits = limits
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        # Port calls outlive a missed deadline (the bank is told 68 and will send
+        # an advice or a reversal); they are kept here so that stop() can wait.
+        self.background: set[asyncio.Task] = set()
+
+    # --- entry point ------------------------------------------------------
+
+    async def handle(self, doc: Mapping[str, str], link: LinkState) -> dict[str, str]:
+        mti = doc["t"]
+        reply_mti = response_mti(mti)
+        if mti not in RESPONSES or reply_mti is None:
+            return self.reply(doc, reply_mti or "", "format_error")
+        base = mti[:3] + "0"
+        missing = [f for f in self.profile.required_fields.get(base, ()) if not doc.get(f)]
+        if missing:
+            return self.reply(doc, reply_mti, "format_error")
+        if base == "0800":
+            return self._network(doc, link)
+        if self.profile.acquirers and acquirer_code(doc["32"]) not in self.profile.acquirers:
+            return self.reply(doc, reply_mti, "acquirer_not_allowed")
+        if self.profile.logon_required and not link.logged_on:
+            return self.reply(doc, reply_mti, "not_logged_on")
+        kind = self.profile.processing_kind(doc["3"])
+        if kind is None or (base != "0200" and kind != "payment"):
+            return self.reply(doc, reply_mti, "format_error")
+        if base == "0200" and kind != "status" and self._in_cutoff():
+            return self.reply(doc, reply_mti, "cutoff")
+        try:
+            if base == "0200" and kind == "inquiry":
+                return await self._inquiry(doc, reply_mti)
+            if base == "0200" and kind == "status":
+                return await self._status(doc, reply_mti)
+            if base in ("0200", "0220"):
+                return await self._pay(doc, reply_mti)
+            return await self._reverse(doc, reply_mti)
+        except PortTimeout:
+            log.warning("iso8583.deadline_missed", mti=mti, stan=doc.get("11"), rrn=doc.get("37"))
+            return self.reply(doc, reply_mti, "too_late")
+        except OriginalDataError:
+            return self.reply(doc, reply_mti, "format_error")
+        except Exception:  # noqa: BLE001 - a failing port answers 96, never kills the link
+            log.exception("iso8583.port_failed", mti=mti, stan=doc.get("11"), rrn=doc.get("37"))
+            return self.reply(doc, reply_mti, "malfunction")
+
+    def reply(self, doc: Mapping[str, str], mti: str, outcome_key: str, **extra: str) -> dict[str, str]:
+        response = {"t": mti}
+        for key in self.profile.echo_fields:
+            if doc.get(key):
+                response[key] = doc[key]
+        response["39"] = self.profile.code(outcome_key)
+        response.update(extra)
+        return response
+
+    # --- network management ----------------------------------------------
+
+    def _network(self, doc: Mapping[str, str], link: LinkState) -> dict[str, str]:
+        code = doc["70"]
+        if code == NETWORK_LOGON:
+            link.logged_on = True
+        elif code == NETWORK_LOGOFF:
+            link.logged_on = False
+        elif code not in (NETWORK_ECHO, NETWORK_CUTOVER):
+            return self.reply(doc, "0810", "format_error")
+        log.info("iso8583.network", link=link.link_id, code=code, logged_on=link.logged_on)
+        return self.reply(doc, "0810", "approved")
+
+    def _in_cutoff(self) -> bool:
+        window = self.profile.cutoff_window
+        return window is not None and window.contains(self.profile.local_now(self._now()))
+
+    # --- money --------------------------------------------------------------
+
+    async def _inquiry(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
+        result = await self._call(lambda: self.payments.inquire(doc["2"]))
+        key = INQUIRY_CODES[result.outcome]
+        if result.outcome is not InquiryOutcome.OPEN:
+            return self.reply(doc, mti, key)
+        return self.reply(doc, mti, key, **{"4": self._amount_field(result.amount_rupiah), "48": self._bill(result)})
+
+    async def _pay(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
+        amount_rupiah = self._amount_rupiah(doc)
+        if amount_rupiah is None:
+            return self.reply(doc, mti, "invalid_amount")
+        channel, key = self._identity(doc)
+        command = PayCommand(
+            payment_code=doc["2"],
+            amount_rupiah=amount_rupiah,
+            channel=channel,
+            idempotency_key=key,
+            bank_reference=doc["37"],
+        )
+        result = await self._call(lambda: self.payments.pay(command))
+        outcome_key = f"pay.{result.outcome.value}"
+        log.info("iso8583.pay", channel=channel, key=key, outcome=result.outcome.value, payment_id=result.payment_id)
+        if result.outcome in (PayOutcome.POSTED, PayOutcome.REPLAYED):
+            details = [{"code": d.code, "amount_rupiah": d.amount_rupiah} for d in result.details]
+            values = {"payer_name": result.payer_name, "detail_count": len(details), "details": details}
+            return self.reply(doc, mti, outcome_key, **{"48": bill_data.render(self.profile.bill_data_layout, values)})
+        return self.reply(doc, mti, outcome_key)
+
+    async def _reverse(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
+        channel, key = self._original_identity(doc)
+        result = await self._call(lambda: self.payments.reverse(ReverseCommand(channel, key, reason=f"ISO 8583 {doc['t']}")))
+        log.info("iso8583.reverse", channel=channel, key=key, outcome=result.outcome.value, payment_id=result.payment_id)
+        return self.reply(doc, mti, f"reverse.{result.outcome.value}")
+
+    async def _status(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
+        channel, key = self._original_identity(doc)
+        result = await self._call(lambda: self.payments.status(channel, key))
+        outcome_key = f"status.{result.outcome.value}"
+        if result.amount_rupiah:
+            return self.reply(doc, mti, outcome_key, **{"4": self._amount_field(result.amount_rupiah)})
+        return self.reply(doc, mti, outcome_key)
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        task = asyncio.ensure_future(call())
+        self.background.add(task)
+        task.add_done_callback(self._forget)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.limits.message_deadline_ms / 1000)
+        except TimeoutError:
+            raise PortTimeout from None
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self.background.discard(task)
+        # Reading the exception marks it retrieved: a call that failed after its
+        # deadline was already answered 68, and handle() logs the ones it awaited.
+        if not task.cancelled():
+            task.exception()
+
+    # --- field helpers --------------------------------------------------------
+
+    def _identity(self, doc: Mapping[str, str]) -> tuple[str, str]:
+        """(channel, idempotency key) of a payment: acquirer, STAN, RRN, transmission time.
+        An advice that names its original in DE90 is keyed by that original."""
+        if doc.get("90") and doc["t"][:3] == "022":
+            return self._original_identity(doc)
+        acquirer = acquirer_code(doc["32"])
+        return f"iso8583:{acquirer}", f"{acquirer}:{doc['11']}:{doc['37']}:{doc['7']}"
+
+    def _original_identity(self, doc: Mapping[str, str]) -> tuple[str, str]:
+        original = parse_original(doc.get("90", ""))
+        acquirer = acquirer_code(original.acquirer) if original.acquirer.strip("0") else acquirer_code(doc["32"])
+        return f"iso8583:{acquirer}", f"{acquirer}:{original.stan}:{doc['37']}:{original.transmitted}"
+
+    def _amount_rupiah(self, doc: Mapping[str, str]) -> int | None:
+        currency = doc.get("49")
+        if currency and currency != self.profile.currency:
+            return None
+        rupiah, minor = divmod(int(doc["4"]), 10**self.profile.amount_minor_digits)
+        if minor or rupiah <= 0:
+            return None
+        return rupiah
+
+    def _amount_field(self, amount_rupiah: int) -> str:
+        return str(amount_rupiah * 10**self.profile.amount_minor_digits)
+
+    def _bill(self, result: InquiryResult) -> str:
+        values = {
+            "payer_name": result.payer_name,
+            "period": result.period.replace("-", ""),
+            "due_date": result.due_date.strftime("%Y%m%d") if result.due_date else "",
+            "detail_count": len(result.details),
+            "details": [{"code": d.code, "amount_rupiah": d.amount_rupiah} for d in result.details],
+        }
+        return bill_data.render(self.profile.bill_data_layout, values)
+
+
+class OriginalDataError(ValueError):
+    """DE90 is missing or not 42 digits."""
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalData:
+    mti: str
+    stan: str
+    transmitted: str  # DE7 of the original, MMDDhhmmss
+    acquirer: str
+    forwarder: str
+
+
+def parse_original(de90: str) -> OriginalData:
+    if len(de90) != 42 or not de90.isdigit():
+        raise OriginalDataError(f"DE90 {de90!r}: expected 42 digits (MTI 4, STAN 6, DE7 10, acquirer 11, forwarder 11)")
+    return OriginalData(de90[0:4], de90[4:10], de90[10:20], de90[20:31], de90[31:42])
+
+
+def original_data(mti: str, stan: str, transmitted: str, acquirer: str, forwarder: str = "") -> str:
+    """Build DE90 for a reversal or advice of the given original message."""
+    return f"{mti:0>4}{stan:0>6}{transmitted:0>10}{acquirer:0>11}{forwarder:0>11}"
