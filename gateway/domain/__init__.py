@@ -1,0 +1,1 @@
+"""Kanal's pure domain: dues rules, periods, coverage states and identifiers (no I/O)."""
