@@ -1,0 +1,154 @@
+"""Middlewares and helpers shared by the gateway's own routes.
+
+- every request gets a request id (the caller's `X-Request-ID` when sane) and
+  exactly one canonical log line;
+- errors on the gateway's routes are `application/problem+json` naming the
+  field and the problem; adapters mounted under their own prefix answer in
+  their own protocol, so their responses pass through untouched;
+- nothing a caller sends produces a 5xx: unexpected errors are logged with
+  the request id and answered 500 only for genuine faults of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from gateway.service.errors import ServiceError
+
+log = structlog.get_logger("kanal.http")
+
+M = TypeVar("M", bound=BaseModel)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, errors: list[dict] | None = None) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "errors": errors or []}
+    return web.json_response(body, status=status, content_type=PROBLEM_JSON)
+
+
+def pydantic_errors(error: ValidationError) -> list[dict]:
+    out = []
+    for e in error.errors(include_url=False):
+        field = ".".join(str(part) for part in e["loc"]) or "body"
+        problem_text = e["msg"]
+        if e["type"] == "extra_forbidden":
+            problem_text = "unknown field; remove it"
+        out.append({"field": field, "problem": problem_text})
+    return out
+
+
+def is_adapter_path(path: str, adapter_prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in adapter_prefixes)
+
+
+def make_middlewares(adapter_prefixes: tuple[str, ...]):
+    @web.middleware
+    async def request_context(request: web.Request, handler):
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await _handle(request, handler, adapter_prefixes)
+            status = response.status
+            response.headers["X-Request-ID"] = request_id
+            return response
+        finally:
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                remote=request.remote,
+            )
+
+    return [request_context]
+
+
+async def _handle(request: web.Request, handler, adapter_prefixes) -> web.StreamResponse:
+    own = not is_adapter_path(request.path, adapter_prefixes)
+    try:
+        return await handler(request)
+    except ServiceError as error:
+        return problem(error.status, error.title, error.detail, error.errors)
+    except ValidationError as error:
+        errors = pydantic_errors(error)
+        return problem(422, "Invalid request", "; ".join(f"{e['field']}: {e['problem']}" for e in errors), errors)
+    except web.HTTPException as error:
+        if not own or error.status < 400:
+            raise
+        detail = error.text or error.reason
+        if error.status == 413:
+            detail = f"request body is larger than the limit of {getattr(error, 'max_size', '?')} bytes"
+        elif error.status == 405:
+            detail = f"{request.method} is not allowed on {request.path}"
+        elif error.status == 404:
+            detail = f"no route {request.method} {request.path}; see /docs"
+        return problem(error.status, error.reason, detail)
+    except Exception:
+        log.exception("unhandled_error", path=request.path)
+        if not own:
+            raise
+        return problem(500, "Internal error", "an internal error occurred; quote the X-Request-ID header when reporting it")
+
+
+async def read_body(request: web.Request, limit_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit_bytes, actual_size=request.content_length)
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit_bytes, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_content_type(request: web.Request, expected: str) -> None:
+    if request.content_type != expected:
+        raise ServiceError_unsupported(expected, request.content_type)
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    title = "Unsupported media type"
+
+
+def ServiceError_unsupported(expected: str, got: str) -> UnsupportedMediaType:  # noqa: N802 - reads as a constructor
+    return UnsupportedMediaType(
+        f"Content-Type must be {expected}, got {got or 'none'}",
+        [{"field": "Content-Type", "problem": f"expected {expected}"}],
+    )
+
+
+async def read_json(request: web.Request, limit_bytes: int) -> Any:
+    require_content_type(request, "application/json")
+    raw = await read_body(request, limit_bytes)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ServiceError(
+            f"the body is not valid JSON: {error}", [{"field": "body", "problem": "malformed JSON"}]
+        ) from None
+
+
+async def read_model(request: web.Request, model: type[M], limit_bytes: int) -> M:
+    return model.model_validate(await read_json(request, limit_bytes))
+
+
+def json_ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda obj: json.dumps(obj, default=str))

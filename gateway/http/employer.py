@@ -1,0 +1,239 @@
+"""Employer API under /api/v1. An employer's key sees and changes only that
+employer's data: another employer's NPP answers 403, another employer's bill
+or participant answers 404 (its existence is not revealed)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from aiohttp import web
+
+from gateway.http.common import json_ok, read_body, read_model, require_content_type
+from gateway.http.keys import pool_key, settings_key
+from gateway.service import employers as svc
+from gateway.service.errors import Forbidden, Invalid, NotFound, ServiceError
+from gateway.service.payments import utc_now
+from schemas.employer import (
+    BillList,
+    BillOut,
+    EmployerRegistered,
+    EmployerRegistration,
+    ParticipantIn,
+    ParticipantOut,
+    ParticipantsBatch,
+    ParticipantsResult,
+    WageReport,
+    WageReportResult,
+)
+
+routes = web.RouteTableDef()
+
+CSV_HEADER = ("kpj", "nik", "name", "wage", "segment")
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    title = "Unauthorized"
+
+
+async def authenticated_employer(request: web.Request):
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme != "Bearer" or not token.strip():
+        raise Unauthorized(
+            "send the employer's API key as 'Authorization: Bearer <api_key>'",
+            [{"field": "Authorization", "problem": "missing or not a Bearer token"}],
+        )
+    employer = await svc.employer_for_key(request.app[pool_key], token.strip())
+    if employer is None:
+        raise Unauthorized("the API key is not valid", [{"field": "Authorization", "problem": "unknown API key"}])
+    return employer
+
+
+async def employer_of_path(request: web.Request):
+    employer = await authenticated_employer(request)
+    if request.match_info["npp"] != employer["npp"]:
+        raise Forbidden(
+            f"this API key belongs to employer {employer['npp']}, not {request.match_info['npp']}",
+            [{"field": "npp", "problem": "not the key's employer"}],
+        )
+    return employer
+
+
+def _limit(request: web.Request) -> int:
+    return request.app[settings_key].request_body_bytes_max
+
+
+@routes.post("/api/v1/employers")
+async def register_employer(request: web.Request) -> web.Response:
+    body = await read_model(request, EmployerRegistration, _limit(request))
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        registered = await svc.register_employer(
+            conn, body.npp, body.name, body.regency_code, body.size_class, body.jkk_risk_class
+        )
+    out = EmployerRegistered(**registered.employer, api_key=registered.api_key)
+    return json_ok(out.model_dump(), status=201)
+
+
+@routes.post("/api/v1/employers/{npp}/participants")
+async def add_participants(request: web.Request) -> web.Response:
+    employer = await employer_of_path(request)
+    from gateway.http.common import read_json
+
+    raw = await read_json(request, _limit(request))
+    if isinstance(raw, dict) and "participants" in raw:
+        batch = ParticipantsBatch.model_validate(raw)
+    else:
+        batch = ParticipantsBatch(participants=[ParticipantIn.model_validate(raw)])
+    limit = request.app[settings_key].participants_per_request_max
+    if len(batch.participants) > limit:
+        raise Invalid.field("participants", f"{len(batch.participants)} rows; at most {limit} per request")
+    rows = [svc.ParticipantRow(i, p.kpj, p.nik, p.name, p.wage, p.segment) for i, p in enumerate(batch.participants, 1)]
+    return await _save_rows(request, employer, rows, batch.mode)
+
+
+@routes.post("/api/v1/employers/{npp}/participants.csv")
+async def add_participants_csv(request: web.Request) -> web.Response:
+    employer = await employer_of_path(request)
+    mode = request.query.get("mode", "all_or_nothing")
+    if mode not in ("all_or_nothing", "keep_valid"):
+        raise Invalid.field("mode", f"{mode!r} is not all_or_nothing or keep_valid")
+    require_content_type(request, "text/csv")
+    raw = await read_body(request, request.app[settings_key].csv_body_bytes_max)
+    rows, errors = parse_participants_csv(raw)
+    limit = request.app[settings_key].participants_per_request_max
+    if len(rows) + len({e["row"] for e in errors}) > limit:
+        raise Invalid.field("body", f"more than {limit} rows; at most {limit} per request")
+    return await _save_rows(request, employer, rows, mode, errors)
+
+
+def parse_participants_csv(raw: bytes) -> tuple[list[svc.ParticipantRow], list[dict]]:
+    """Rows that parse, and errors (row, field, problem) for those that do not.
+    Row numbers count data rows: the first row after the header is row 1."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise Invalid.field("body", f"the CSV is not UTF-8 text (byte {error.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise Invalid.field("body", "the CSV is empty; expected the header kpj,nik,name,wage,segment")
+        header = [h.strip().lower() for h in header]
+        if tuple(header) != CSV_HEADER:
+            raise Invalid.field("header", f"expected exactly kpj,nik,name,wage,segment, got {','.join(header)}")
+        rows: list[svc.ParticipantRow] = []
+        errors: list[dict] = []
+        for number, record in enumerate(reader, start=1):
+            if not any(cell.strip() for cell in record):
+                continue
+            if len(record) != len(CSV_HEADER):
+                errors.append({"row": number, "field": "row", "problem": f"{len(record)} columns; expected 5"})
+                continue
+            kpj, nik, name, wage_text, segment = (cell.strip() for cell in record)
+            wage_text = wage_text.replace("_", "x")  # int() would accept 12_000
+            if not wage_text.isascii() or not wage_text.isdigit():
+                problem_text = "must be a positive whole number of rupiah, digits only"
+                if wage_text.startswith("-"):
+                    problem_text = "must be positive"
+                elif "." in wage_text or "," in wage_text:
+                    problem_text = "must be a whole number of rupiah (no decimals or separators)"
+                errors.append({"row": number, "field": "wage", "problem": f"{wage_text!r} {problem_text}"})
+                continue
+            wage = int(wage_text)
+            if wage <= 0:
+                errors.append({"row": number, "field": "wage", "problem": "must be greater than 0"})
+                continue
+            rows.append(svc.ParticipantRow(number, kpj, nik, name, wage, segment.upper() or "PU"))
+    except csv.Error as error:
+        raise Invalid.field("body", f"malformed CSV at line {reader.line_num}: {error}") from None
+    return rows, errors
+
+
+async def _save_rows(request, employer, rows, mode, parse_errors=None) -> web.Response:
+    parse_errors = parse_errors or []
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        if parse_errors and mode != "keep_valid":
+            # Still validate the parsed rows so every error is reported at once.
+            valid, more = svc.validate_rows(rows)
+            errors = sorted(parse_errors + more, key=lambda e: e["row"])
+            result = svc.AddResult(0, errors)
+        else:
+            result = await svc.add_participants(conn, employer, rows, mode)
+            result.errors = sorted(parse_errors + result.errors, key=lambda e: e["row"])
+    out = ParticipantsResult(
+        saved=result.saved, rejected=len({e["row"] for e in result.errors}), mode=mode, errors=result.errors
+    )
+    if result.errors and mode != "keep_valid":
+        return json_ok(
+            {
+                "type": "about:blank",
+                "title": "Invalid rows",
+                "status": 422,
+                "detail": f"{out.rejected} invalid row(s); nothing was saved (mode all_or_nothing; use mode keep_valid to save the valid rows)",
+                **out.model_dump(),
+            },
+            status=422,
+        )
+    return json_ok(out.model_dump(), status=201 if result.saved else 200)
+
+
+@routes.get("/api/v1/employers/{npp}/participants")
+async def list_participants(request: web.Request) -> web.Response:
+    employer = await employer_of_path(request)
+    rows = await request.app[pool_key].fetch(
+        "select kpj, nik, name, wage_rupiah as wage, segment from participants where npp = $1 order by id",
+        employer["npp"],
+    )
+    return json_ok({"participants": [dict(r) for r in rows]})
+
+
+@routes.post("/api/v1/employers/{npp}/wage-reports")
+async def submit_wage_report(request: web.Request) -> web.Response:
+    employer = await employer_of_path(request)
+    body = await read_model(request, WageReport, _limit(request))
+    overrides: dict[str, int] = {}
+    for n, line in enumerate(body.wages):
+        if line.kpj in overrides:
+            raise Invalid.field(f"wages.{n}.kpj", f"{line.kpj} appears twice")
+        overrides[line.kpj] = line.wage
+    settings = request.app[settings_key]
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        pu_id, bpu_ids = await svc.submit_wage_report(
+            conn, employer, body.period, overrides, utc_now(), settings.bill_expiry_days_after_due
+        )
+        bpu = [BillOut(**await svc.bill_view(conn, b, with_lines=True)) for b in bpu_ids]
+        if pu_id is None:
+            first, bpu = bpu[0], bpu[1:]
+            view = first.model_dump()
+        else:
+            view = await svc.bill_view(conn, pu_id, with_lines=True)
+    out = WageReportResult(**view, bpu_bills=bpu)
+    return json_ok(out.model_dump(mode="json"), status=201)
+
+
+@routes.get("/api/v1/employers/{npp}/bills")
+async def list_bills(request: web.Request) -> web.Response:
+    employer = await employer_of_path(request)
+    pool = request.app[pool_key]
+    ids = await pool.fetch("select id from bills where npp = $1 order by period desc, id desc", employer["npp"])
+    bills = [BillOut(**await svc.bill_view(pool, r["id"], with_lines=False)) for r in ids]
+    return json_ok(BillList(bills=bills).model_dump(mode="json"))
+
+
+@routes.get("/api/v1/bills/{payment_code}")
+async def get_bill(request: web.Request) -> web.Response:
+    employer = await authenticated_employer(request)
+    pool = request.app[pool_key]
+    bill_id = await svc.require_bill_of(pool, request.match_info["payment_code"], employer["npp"])
+    return json_ok(BillOut(**await svc.bill_view(pool, bill_id, with_lines=True)).model_dump(mode="json"))
+
+
+@routes.get("/api/v1/participants/{kpj}")
+async def get_participant(request: web.Request) -> web.Response:
+    employer = await authenticated_employer(request)
+    view = await svc.participant_view(request.app[pool_key], request.match_info["kpj"], utc_now())
+    if view is None or view["npp"] != employer["npp"]:
+        raise NotFound(f"no participant {request.match_info['kpj']} for this employer")
+    return json_ok(ParticipantOut(**view).model_dump())

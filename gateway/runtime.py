@@ -1,0 +1,150 @@
+"""Assembles a running gateway: database (embedded or DATABASE_URL),
+migrations, pool, services, adapters and the HTTP server. Used by `kanal
+serve`, `kanal demo` and the test suite alike, so tests run what users run."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from bank_adapters.base import AdapterContext, BankAdapter
+from bank_adapters.registry import load_adapters
+from gateway.http.app import create_app
+from gateway.http.stream import EventHub
+from gateway.service.payments import Clock, PaymentsService, utc_now
+from gateway.settings import Settings
+from gateway.store import database, migrate
+
+log = structlog.get_logger("kanal.runtime")
+
+
+def resolve_database_url(settings: Settings) -> tuple[str, database.EmbeddedServer | None]:
+    """The URL to use, and the embedded server when Kanal started one."""
+    if settings.database_url:
+        return settings.database_url, None
+    server = database.start_embedded(settings.data_dir / "pgdata")
+    return server.url_for(database.APP_DATABASE), server
+
+
+async def prepare_database(url: str, adapters: list[BankAdapter], *, embedded: bool = False) -> list[str]:
+    """Create the application database on the embedded server, then migrate.
+    With DATABASE_URL the database named there must exist (it is the user's)."""
+    if embedded:
+        await database.ensure_database(database.database_url_with_name(url, "postgres"), database.APP_DATABASE)
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate.apply_migrations(conn, all_migrations(adapters))
+    finally:
+        await conn.close()
+
+
+def all_migrations(adapters: list[BankAdapter]) -> list[migrate.Migration]:
+    migrations = migrate.gateway_migrations()
+    for adapter in adapters:
+        if adapter.migrations_dir is not None:
+            migrations += migrate.folder_migrations(adapter.name, adapter.migrations_dir)
+    return migrations
+
+
+def adapter_settings(settings: Settings, name: str) -> dict[str, str]:
+    values = {k.lower(): v for k, v in settings.adapters.get(name, {}).items()}
+    if name == "iso8583":
+        values.setdefault("port", str(settings.iso8583_port))
+    return values
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    database_url: str
+    clock: Clock = utc_now
+    adapter_names: list[str] | None = None
+    baseline_participants: int = 0
+    embedded: bool = False
+    pool: asyncpg.Pool | None = None
+    payments: PaymentsService | None = None
+    hub: EventHub | None = None
+    adapters: list[BankAdapter] = field(default_factory=list)
+    contexts: list[AdapterContext] = field(default_factory=list)
+    app: web.Application | None = None
+    runner: web.AppRunner | None = None
+    http_port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.http_port}"
+
+    def adapter(self, name: str) -> BankAdapter:
+        return next(a for a in self.adapters if a.name == name)
+
+    async def start(self, *, reuse_port: bool = False, migrate_first: bool = True) -> Gateway:
+        settings = self.settings
+        admin_token = settings.ensure_admin_token()
+        self.adapters = load_adapters(self.adapter_names)
+        if migrate_first:
+            applied = await prepare_database(self.database_url, self.adapters, embedded=self.embedded)
+            if applied:
+                log.info("migrated", versions=applied)
+        self.pool = await database.create_pool(
+            self.database_url,
+            size_min=settings.pool_size_min,
+            size_max=settings.pool_size_max,
+            statement_timeout_ms=settings.statement_timeout_ms,
+        )
+        self.payments = PaymentsService(self.pool, clock=self.clock)
+        self.hub = EventHub(
+            self.pool,
+            self.database_url,
+            workforce=settings.province_workforce,
+            baseline_participants=self.baseline_participants,
+            clock=self.clock,
+        )
+        await self.hub.start()
+        self.contexts = [
+            AdapterContext(
+                payments=self.payments,
+                pool=self.pool,
+                settings=adapter_settings(settings, adapter.name),
+                host=settings.host,
+                sandbox=settings.sandbox,
+                admin_token=admin_token,
+            )
+            for adapter in self.adapters
+        ]
+        for adapter, context in zip(self.adapters, self.contexts, strict=True):
+            await adapter.start(context)
+        self.app = create_app(settings, self.pool, self.payments, self.hub, list(zip(self.adapters, self.contexts, strict=True)))
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5)
+        await self.runner.setup()
+        sock = _listen_socket(settings.host, settings.http_port, reuse_port)
+        site = web.SockSite(self.runner, sock)
+        await site.start()
+        self.http_port = sock.getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        for adapter in reversed(self.adapters):
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.hub is not None:
+            await self.hub.stop()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock

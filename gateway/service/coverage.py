@@ -1,0 +1,113 @@
+"""Coverage read models: protected participants per regency and program, as of
+any date, and the province's universal-coverage figure.
+
+Counts come from the append-only `coverage_deltas` buckets (participants by
+last paid period): protected as of D = participants whose last paid period is
+at least `oldest_protected_period(D)`. `recount` computes the same from the
+participant rows themselves; ops health checks compare the two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+
+from gateway.domain import coverage as rules
+from gateway.domain.periods import WIB, Segment
+from gateway.domain.regencies import regencies, workforce_by_regency
+
+PROGRAMS = ("JKK", "JKM", "JHT", "JP", "JKP")
+# The headline "protected participants" count: every participant, PU or BPU,
+# is enrolled in JKK, so its count is the number of protected people.
+HEADLINE_PROGRAM = "JKK"
+
+
+def _thresholds(as_of: dt.date) -> tuple[str, str]:
+    return (
+        str(rules.oldest_protected_period(as_of, Segment.PU)),
+        str(rules.oldest_protected_period(as_of, Segment.BPU)),
+    )
+
+
+async def protected_counts(conn: asyncpg.Connection | asyncpg.Pool, as_of: dt.date) -> dict[tuple[str, str], int]:
+    pu, bpu = _thresholds(as_of)
+    rows = await conn.fetch(
+        """select regency_code, program, sum(delta)::bigint as n
+             from coverage_deltas
+            where last_paid_period >= case when segment = 'BPU' then $2 else $1 end
+            group by regency_code, program""",
+        pu,
+        bpu,
+    )
+    return {(r["regency_code"], r["program"]): r["n"] for r in rows if r["n"]}
+
+
+async def recount(conn: asyncpg.Connection | asyncpg.Pool, as_of: dt.date) -> dict[tuple[str, str], int]:
+    pu, bpu = _thresholds(as_of)
+    rows = await conn.fetch(
+        """select regency_code, program, count(*)::bigint as n
+             from participant_coverage
+            where last_paid_period >= case when segment = 'BPU' then $2 else $1 end
+            group by regency_code, program""",
+        pu,
+        bpu,
+    )
+    return {(r["regency_code"], r["program"]): r["n"] for r in rows}
+
+
+def basis_points(part: int, whole: int) -> int:
+    """part/whole in hundredths of a percent, rounded half up, integers only."""
+    return (part * 10_000 * 2 + whole) // (2 * whole) if whole else 0
+
+
+async def snapshot(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    now: dt.datetime,
+    *,
+    workforce: int,
+    baseline_participants: int = 0,
+    regency_codes: list[str] | None = None,
+) -> dict:
+    """The coverage picture the SSE stream and the dashboard show.
+
+    Percentages are sent as basis points (integers) and as display strings;
+    no float is involved.
+    """
+    as_of = now.astimezone(WIB).date()
+    counts = await protected_counts(conn, as_of)
+    split = workforce_by_regency(workforce)
+    baseline_split = workforce_by_regency(baseline_participants) if baseline_participants else {}
+    rows = []
+    for regency in regencies():
+        code = regency.kemendagri_code
+        if regency_codes is not None and code not in regency_codes:
+            continue
+        programs = {p: counts.get((code, p), 0) for p in PROGRAMS}
+        protected = programs[HEADLINE_PROGRAM] + baseline_split.get(code, 0)
+        bp = basis_points(protected, split[code])
+        rows.append(
+            {
+                "regency_code": code,
+                "name": regency.name,
+                "workforce": split[code],
+                "protected": protected,
+                "programs": programs,
+                "coverage_basis_points": bp,
+                "coverage_percent": f"{bp // 100}.{bp % 100:02d}",
+            }
+        )
+    total_protected = sum(counts.get((r.kemendagri_code, HEADLINE_PROGRAM), 0) for r in regencies()) + baseline_participants
+    bp = basis_points(total_protected, workforce)
+    return {
+        "as_of": as_of.isoformat(),
+        "generated_at": now.isoformat(),
+        "province": {
+            "workforce": workforce,
+            "protected": total_protected,
+            "coverage_basis_points": bp,
+            "coverage_percent": f"{bp // 100}.{bp % 100:02d}",
+            "target_basis_points": 5956,
+        },
+        "regencies": rows,
+    }

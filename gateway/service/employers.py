@@ -1,0 +1,461 @@
+"""Employer use cases: register, add participants, report wages (issue bills),
+read bills and participants. Each is one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from gateway.domain import codes, coverage, dues
+from gateway.domain.money import DomainError
+from gateway.domain.periods import WIB, Period, due_date
+from gateway.domain.regencies import regency_by_code
+from gateway.service.errors import Conflict, Invalid, NotFound
+from gateway.store.ledger import write_events
+
+API_KEY_PREFIX = "kanal_sk_"
+
+
+def hash_api_key(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def _domain_invalid(error: DomainError) -> Invalid:
+    return Invalid.field(error.field, error.problem)
+
+
+# ---------------------------------------------------------------- register --
+
+
+@dataclass(frozen=True)
+class Registered:
+    employer: dict
+    api_key: str
+
+
+def employer_view(row: asyncpg.Record | dict) -> dict:
+    regency = regency_by_code(row["regency_code"])
+    return {
+        "npp": row["npp"],
+        "name": row["name"],
+        "regency_code": row["regency_code"],
+        "regency_name": regency.name,
+        "size_class": row["size_class"],
+        "jkk_risk_class": row["jkk_risk_class"],
+        "programs": [str(p) for p in dues.programs_for(dues.SizeClass(row["size_class"]))],
+    }
+
+
+async def register_employer(
+    conn: asyncpg.Connection, npp: str, name: str, regency_code: str, size_class: str, jkk_risk_class: int
+) -> Registered:
+    try:
+        npp = codes.validate_npp(npp)
+        regency_by_code(regency_code)
+    except DomainError as error:
+        raise _domain_invalid(error) from None
+    api_key = new_api_key()
+    try:
+        row = await conn.fetchrow(
+            """insert into employers (npp, name, regency_code, size_class, jkk_risk_class, api_key_sha256)
+               values ($1, $2, $3, $4, $5, $6) returning *""",
+            npp,
+            name,
+            regency_code,
+            size_class,
+            jkk_risk_class,
+            hash_api_key(api_key),
+        )
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"an employer with npp {npp} is already registered", [{"field": "npp", "problem": "already registered"}]) from None
+    return Registered(employer_view(row), api_key)
+
+
+async def employer_for_key(conn: asyncpg.Connection | asyncpg.Pool, api_key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("select * from employers where api_key_sha256 = $1", hash_api_key(api_key))
+
+
+# ------------------------------------------------------------ participants --
+
+
+@dataclass
+class ParticipantRow:
+    row: int
+    kpj: str
+    nik: str
+    name: str
+    wage: int
+    segment: str
+
+
+@dataclass
+class AddResult:
+    saved: int
+    errors: list[dict]
+
+
+def validate_rows(rows: Sequence[ParticipantRow]) -> tuple[list[ParticipantRow], list[dict]]:
+    """Domain checks of each row and duplicates within the upload."""
+    valid: list[ParticipantRow] = []
+    errors: list[dict] = []
+    seen_kpj: dict[str, int] = {}
+    seen_nik: dict[str, int] = {}
+    for r in rows:
+        problems: list[dict] = []
+        try:
+            r.kpj = codes.validate_kpj(r.kpj)
+        except DomainError as e:
+            problems.append({"row": r.row, "field": e.field, "problem": e.problem})
+        try:
+            r.nik = codes.validate_nik(r.nik)
+        except DomainError as e:
+            problems.append({"row": r.row, "field": e.field, "problem": e.problem})
+        if not r.name or len(r.name) > 200:
+            problems.append({"row": r.row, "field": "name", "problem": "must be 1 to 200 characters"})
+        if r.segment not in ("PU", "BPU"):
+            problems.append({"row": r.row, "field": "segment", "problem": f"{r.segment!r} is not PU or BPU"})
+        if not problems:
+            if r.kpj in seen_kpj:
+                problems.append({"row": r.row, "field": "kpj", "problem": f"duplicate of row {seen_kpj[r.kpj]} in this upload"})
+            elif r.nik in seen_nik:
+                problems.append({"row": r.row, "field": "nik", "problem": f"duplicate of row {seen_nik[r.nik]} in this upload"})
+        if problems:
+            errors.extend(problems)
+            continue
+        seen_kpj[r.kpj] = r.row
+        seen_nik[r.nik] = r.row
+        valid.append(r)
+    return valid, errors
+
+
+async def add_participants(
+    conn: asyncpg.Connection, employer: asyncpg.Record, rows: Sequence[ParticipantRow], mode: str
+) -> AddResult:
+    valid, errors = validate_rows(rows)
+    if valid:
+        kpjs = [r.kpj for r in valid]
+        taken_kpj = {
+            rec["kpj"]: rec["npp"]
+            for rec in await conn.fetch("select kpj, npp from participants where kpj = any($1::text[])", kpjs)
+        }
+        taken_nik = {
+            rec["nik"]
+            for rec in await conn.fetch(
+                "select nik from participants where npp = $1 and nik = any($2::text[])", employer["npp"], [r.nik for r in valid]
+            )
+        }
+        still_valid = []
+        for r in valid:
+            if r.kpj in taken_kpj:
+                errors.append({"row": r.row, "field": "kpj", "problem": "already registered"})
+            elif r.nik in taken_nik:
+                errors.append({"row": r.row, "field": "nik", "problem": "already registered with this employer"})
+            else:
+                still_valid.append(r)
+        valid = still_valid
+    errors.sort(key=lambda e: e["row"])
+    if errors and mode != "keep_valid":
+        return AddResult(0, errors)
+    if valid:
+        await insert_participants(conn, employer, valid)
+    return AddResult(len(valid), errors)
+
+
+async def insert_participants(conn: asyncpg.Connection, employer: asyncpg.Record, rows: Sequence[ParticipantRow]) -> None:
+    """Participants, their JHT savings accounts and their coverage rows, set-based."""
+    npp = employer["npp"]
+    regency = employer["regency_code"]
+    employer_programs = [str(p) for p in dues.programs_for(dues.SizeClass(employer["size_class"]))]
+    await conn.execute(
+        """insert into participants (kpj, npp, nik, name, wage_rupiah, segment, regency_code)
+           select kpj, $1, nik, name, wage, segment, $2
+             from unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[]) as t(kpj, nik, name, wage, segment)""",
+        npp,
+        regency,
+        [r.kpj for r in rows],
+        [r.nik for r in rows],
+        [r.name for r in rows],
+        [r.wage for r in rows],
+        [r.segment for r in rows],
+    )
+    await conn.execute(
+        """insert into accounts (code, kind, npp)
+           select 'jht:' || kpj, 'liability', $1 from unnest($2::text[]) as t(kpj)""",
+        npp,
+        [r.kpj for r in rows],
+    )
+    # BPU participants are enrolled in JKK and JKM (JHT is optional and not
+    # modelled as enrolment here); PU in what the employer's size requires.
+    await conn.execute(
+        """insert into participant_coverage (participant_id, program, npp, regency_code, segment)
+           select p.id, prog, p.npp, p.regency_code, p.segment
+             from participants p
+            cross join lateral unnest(case when p.segment = 'BPU' then array['JKK','JKM'] else $3::text[] end) as prog
+            where p.npp = $1 and p.kpj = any($2::text[])""",
+        npp,
+        [r.kpj for r in rows],
+        employer_programs,
+    )
+
+
+# ------------------------------------------------------------ wage report --
+
+
+def current_period(now: dt.datetime) -> Period:
+    return Period.from_date(now.astimezone(WIB).date())
+
+
+@dataclass
+class IssuedBill:
+    id: int
+    payment_code: str
+
+
+async def _next_payment_codes(conn: asyncpg.Connection, count: int) -> list[str]:
+    serials = await conn.fetch("select nextval('payment_code_serial') as s from generate_series(1, $1)", count)
+    return [codes.make_payment_code(r["s"]) for r in serials]
+
+
+async def submit_wage_report(
+    conn: asyncpg.Connection,
+    employer: asyncpg.Record,
+    period_text: str,
+    wage_overrides: dict[str, int],
+    now: dt.datetime,
+    expiry_days_after_due: int,
+) -> tuple[int | None, list[int]]:
+    """Issue the employer's PU bill for the period (with late fees for earlier
+    unpaid bills) and one bill per BPU participant. Returns bill ids."""
+    try:
+        period = Period.parse(period_text)
+    except DomainError as error:
+        raise _domain_invalid(error) from None
+    if period > current_period(now):
+        raise Invalid.field("period", f"{period} is in the future; the latest reportable month is {current_period(now)}")
+    npp = employer["npp"]
+    size = dues.SizeClass(employer["size_class"])
+    participants = await conn.fetch(
+        "select id, kpj, wage_rupiah, segment from participants where npp = $1 order by id", npp
+    )
+    if not participants:
+        raise Invalid.field("participants", f"employer {npp} has no registered participants to report")
+    known = {p["kpj"] for p in participants}
+    unknown = sorted(set(wage_overrides) - known)
+    if unknown:
+        raise Invalid.field("wages", f"kpj {unknown[0]} is not a participant of {npp}")
+    existing = await conn.fetchval(
+        "select payment_code from bills where npp = $1 and period = $2 and kind = 'PU'", npp, str(period)
+    )
+    if existing:
+        raise Conflict(
+            f"the wage report for {period} was already submitted; its bill is {existing}",
+            [{"field": "period", "problem": f"already reported (payment_code {existing})"}],
+        )
+    # Wage earners: one bill for the employer.
+    pu_lines: list[tuple] = []
+    try:
+        for p in participants:
+            if p["segment"] != "PU":
+                continue
+            wage = wage_overrides.get(p["kpj"], p["wage_rupiah"])
+            for line in dues.pu_lines(period, size, employer["jkk_risk_class"], wage):
+                pu_lines.append((p["id"], str(line.program), line.basis_rupiah, line.employer_rupiah, line.worker_rupiah, line.government_rupiah, None, None))
+    except DomainError as error:
+        raise _domain_invalid(error) from None
+    pu_lines.extend(await _late_fee_lines(conn, npp, now))
+    due = due_date(period, dues.Segment.PU)
+    pu_bill_id = None
+    if any(line[0] is not None for line in pu_lines):
+        pu_bill_id = await _insert_bill(conn, npp, "PU", None, period, due, pu_lines, expiry_days_after_due)
+    # Informal workers: a bill of their own each.
+    bpu_ids: list[int] = []
+    for p in participants:
+        if p["segment"] != "BPU":
+            continue
+        exists = await conn.fetchval(
+            "select 1 from bills where participant_id = $1 and period = $2", p["id"], str(period)
+        )
+        if exists:
+            continue
+        income = wage_overrides.get(p["kpj"], p["wage_rupiah"])
+        lines = [
+            (p["id"], str(l.program), l.basis_rupiah, l.employer_rupiah, l.worker_rupiah, l.government_rupiah, None, None)
+            for l in dues.bpu_lines(period, income)
+        ]
+        bpu_ids.append(
+            await _insert_bill(conn, npp, "BPU", p["id"], period, due_date(period, dues.Segment.BPU), lines, expiry_days_after_due)
+        )
+    if pu_bill_id is None and not bpu_ids:
+        raise Conflict(f"every bill for {period} was already issued", [{"field": "period", "problem": "already reported"}])
+    return pu_bill_id, bpu_ids
+
+
+async def _late_fee_lines(conn: asyncpg.Connection, npp: str, now: dt.datetime) -> list[tuple]:
+    """2% of a late bill's dues for each month late, less what earlier bills
+    already charged for it."""
+    today = now.astimezone(WIB).date()
+    late = await conn.fetch(
+        """select b.id, b.due_date,
+                  (select coalesce(sum(employer_rupiah + worker_rupiah), 0) from bill_lines
+                    where bill_id = b.id and program <> 'DENDA')::bigint as dues,
+                  (select coalesce(sum(employer_rupiah), 0) from bill_lines
+                    where late_fee_source_bill_id = b.id)::bigint as charged
+             from bills b
+            where b.npp = $1 and b.kind = 'PU' and b.status = 'open' and b.due_date < $2
+            order by b.id""",
+        npp,
+        today,
+    )
+    lines = []
+    for bill in late:
+        months = dues.months_late(bill["due_date"], today)
+        fee = dues.late_fee_rupiah(bill["dues"], months) - bill["charged"]
+        if fee > 0:
+            lines.append((None, "DENDA", bill["dues"], fee, 0, 0, bill["id"], months))
+    return lines
+
+
+async def _insert_bill(
+    conn: asyncpg.Connection,
+    npp: str,
+    kind: str,
+    participant_id: int | None,
+    period: Period,
+    due: dt.date,
+    lines: list[tuple],
+    expiry_days_after_due: int,
+) -> int:
+    (payment_code,) = await _next_payment_codes(conn, 1)
+    total = sum(line[3] + line[4] for line in lines)
+    expires_at = dt.datetime.combine(due + dt.timedelta(days=expiry_days_after_due + 1), dt.time(), WIB)
+    bill_id = await conn.fetchval(
+        """insert into bills (payment_code, npp, kind, participant_id, period, due_date, expires_at, total_rupiah, line_count)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning id""",
+        payment_code,
+        npp,
+        kind,
+        participant_id,
+        str(period),
+        due,
+        expires_at,
+        total,
+        len(lines),
+    )
+    await conn.copy_records_to_table(
+        "bill_lines",
+        records=[(bill_id, n, npp, *line) for n, line in enumerate(lines, start=1)],
+        columns=[
+            "bill_id", "line_no", "npp", "participant_id", "program", "basis_rupiah", "employer_rupiah",
+            "worker_rupiah", "government_rupiah", "late_fee_source_bill_id", "late_fee_months",
+        ],
+    )
+    await write_events(
+        conn,
+        npp,
+        "bill.created",
+        {"payment_id": None, "payment_code": payment_code, "npp": npp, "period": str(period), "kind": kind,
+         "total_rupiah": total, "due_date": due.isoformat()},
+        [],
+    )
+    return bill_id
+
+
+# ------------------------------------------------------------------ reads --
+
+
+async def bill_view(conn: asyncpg.Connection | asyncpg.Pool, bill_id: int, *, with_lines: bool) -> dict:
+    bill = await conn.fetchrow(
+        """select b.*, p.kpj from bills b left join participants p on p.id = b.participant_id where b.id = $1""", bill_id
+    )
+    totals = await conn.fetch(
+        """select program, sum(employer_rupiah)::bigint as employer, sum(worker_rupiah)::bigint as worker,
+                  sum(government_rupiah)::bigint as government
+             from bill_lines where bill_id = $1 group by program
+            order by array_position(array['JKK','JKM','JHT','JP','JKP','DENDA'], program)""",
+        bill_id,
+    )
+    view = {
+        "payment_code": bill["payment_code"],
+        "period": bill["period"],
+        "due_date": bill["due_date"],
+        "total_rupiah": bill["total_rupiah"],
+        "status": bill["status"],
+        "kind": bill["kind"],
+        "npp": bill["npp"],
+        "kpj": bill["kpj"],
+        "expires_at": bill["expires_at"],
+        "late_fees_rupiah": sum(t["employer"] + t["worker"] for t in totals if t["program"] == "DENDA"),
+        "government_rupiah": sum(t["government"] for t in totals),
+        "totals": [
+            {
+                "program": t["program"],
+                "employer_rupiah": t["employer"],
+                "worker_rupiah": t["worker"],
+                "government_rupiah": t["government"],
+                "billed_rupiah": t["employer"] + t["worker"],
+            }
+            for t in totals
+        ],
+    }
+    if with_lines:
+        lines = await conn.fetch(
+            """select p.kpj, l.program, l.basis_rupiah, l.employer_rupiah, l.worker_rupiah, l.government_rupiah,
+                      s.payment_code as late_fee_source_payment_code, l.late_fee_months
+                 from bill_lines l
+                 left join participants p on p.id = l.participant_id
+                 left join bills s on s.id = l.late_fee_source_bill_id
+                where l.bill_id = $1 order by l.line_no""",
+            bill_id,
+        )
+        view["lines"] = [dict(r) for r in lines]
+    return view
+
+
+async def participant_view(conn: asyncpg.Connection | asyncpg.Pool, kpj: str, now: dt.datetime) -> dict | None:
+    p = await conn.fetchrow("select * from participants where kpj = $1", kpj)
+    if p is None:
+        return None
+    rows = await conn.fetch(
+        """select program, last_paid_period from participant_coverage where participant_id = $1
+            order by array_position(array['JKK','JKM','JHT','JP','JKP'], program)""",
+        p["id"],
+    )
+    segment = dues.Segment(p["segment"])
+    as_of = now.astimezone(WIB).date()
+    cover = []
+    for r in rows:
+        last = Period.parse(r["last_paid_period"]) if r["last_paid_period"] else None
+        cover.append(
+            {"program": r["program"], "state": str(coverage.protection_state(last, as_of, segment)), "last_paid_period": r["last_paid_period"]}
+        )
+    jkp_months = await conn.fetch(
+        "select period from coverage_months where participant_id = $1 and program = 'JKP'", p["id"]
+    )
+    eligible = coverage.jkp_eligible([Period.parse(m["period"]) for m in jkp_months], Period.from_date(as_of))
+    return {
+        "kpj": p["kpj"],
+        "nik": p["nik"],
+        "name": p["name"],
+        "wage": p["wage_rupiah"],
+        "segment": p["segment"],
+        "npp": p["npp"],
+        "regency_code": p["regency_code"],
+        "coverage": cover,
+        "jkp_eligible": eligible,
+    }
+
+
+async def require_bill_of(conn, payment_code: str, npp: str) -> int:
+    bill_id = await conn.fetchval("select id from bills where payment_code = $1 and npp = $2", payment_code, npp)
+    if bill_id is None:
+        raise NotFound(f"no bill with payment code {payment_code} for this employer")
+    return bill_id

@@ -1,0 +1,241 @@
+"""The neutral payments service: inquire, pay, reverse, status.
+
+Each call is one database transaction. Exactly-once rests on the database,
+not on memory, so any number of gateway processes may share one PostgreSQL:
+- `payments (channel, idempotency_key)` is unique: a key posts at most once;
+- `payments_one_standing_per_bill` is unique: a bill has at most one standing
+  payment, whatever the keys;
+- the bill row is locked (`FOR UPDATE`) while a payment for it is decided, so
+  200 concurrent payments of one bill queue on that bill only, never on the
+  shared clearing or fund accounts (postings are append-only inserts: see
+  docs/ledger.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import asyncpg
+
+from bank_adapters.base import (
+    BillDetail,
+    InquiryOutcome,
+    InquiryResult,
+    PayCommand,
+    PayOutcome,
+    PayResult,
+    ReverseCommand,
+    ReverseOutcome,
+    ReverseResult,
+    StatusOutcome,
+    StatusResult,
+)
+from gateway.store import ledger
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+_LABELS = {
+    "JKK": ("Work accident protection (JKK)", "Jaminan Kecelakaan Kerja (JKK)"),
+    "JKM": ("Death benefit (JKM)", "Jaminan Kematian (JKM)"),
+    "JHT": ("Old-age savings (JHT)", "Jaminan Hari Tua (JHT)"),
+    "JP": ("Pension (JP)", "Jaminan Pensiun (JP)"),
+    "JKP": ("Job-loss protection (JKP)", "Jaminan Kehilangan Pekerjaan (JKP)"),
+    "DENDA": ("Late payment fee", "Denda keterlambatan"),
+}
+
+
+def bill_detail(code: str, amount_rupiah: int) -> BillDetail:
+    english, indonesia = _LABELS[code]
+    return BillDetail(code=code, label_english=english, label_indonesia=indonesia, amount_rupiah=amount_rupiah)
+
+
+_BILL_SQL = """
+    select b.id, b.payment_code, b.npp, b.kind, b.period, b.due_date, b.expires_at, b.total_rupiah, b.status,
+           coalesce(p.name, e.name) as payer_name
+      from bills b
+      join employers e on e.npp = b.npp
+      left join participants p on p.id = b.participant_id
+     where b.payment_code = $1
+"""
+
+
+class PaymentsService:
+    """Implements `bank_adapters.base.PaymentsPort` on PostgreSQL."""
+
+    def __init__(self, pool: asyncpg.Pool, clock: Clock = utc_now) -> None:
+        self.pool = pool
+        self.clock = clock
+
+    # ------------------------------------------------------------- inquire --
+
+    async def inquire(self, payment_code: str) -> InquiryResult:
+        async with self.pool.acquire() as conn:
+            bill = await conn.fetchrow(_BILL_SQL, payment_code)
+            if bill is None:
+                return InquiryResult(InquiryOutcome.UNKNOWN, payment_code)
+            details = await self._details(conn, bill["id"])
+        outcome = InquiryOutcome.OPEN
+        if bill["status"] == "paid":
+            outcome = InquiryOutcome.PAID
+        elif bill["expires_at"] <= self.clock():
+            outcome = InquiryOutcome.EXPIRED
+        return InquiryResult(
+            outcome=outcome,
+            payment_code=payment_code,
+            amount_rupiah=bill["total_rupiah"],
+            payer_name=bill["payer_name"],
+            period=bill["period"],
+            due_date=bill["due_date"],
+            details=details,
+        )
+
+    @staticmethod
+    async def _details(conn: asyncpg.Connection, bill_id: int) -> tuple[BillDetail, ...]:
+        rows = await conn.fetch(
+            """select program, sum(employer_rupiah + worker_rupiah)::bigint as amount
+                 from bill_lines where bill_id = $1
+                group by program
+               having sum(employer_rupiah + worker_rupiah) > 0
+                order by array_position(array['JKK','JKM','JHT','JP','JKP','DENDA'], program)""",
+            bill_id,
+        )
+        return tuple(bill_detail(r["program"], r["amount"]) for r in rows)
+
+    # ----------------------------------------------------------------- pay --
+
+    async def pay(self, command: PayCommand) -> PayResult:
+        if command.amount_rupiah <= 0:
+            return PayResult(PayOutcome.WRONG_AMOUNT, command.payment_code, command.amount_rupiah)
+        try:
+            return await self._pay(command)
+        except asyncpg.UniqueViolationError:
+            # The same key raced in on another bill (or another process): the
+            # first committed; answer from what it committed.
+            async with self.pool.acquire() as conn:
+                earlier = await self._replay(conn, command)
+            if earlier is None:  # pragma: no cover - a unique violation implies a row
+                raise
+            return earlier
+
+    async def _pay(self, command: PayCommand) -> PayResult:
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            earlier = await self._replay(conn, command)
+            if earlier is not None:
+                return earlier
+            bill = await conn.fetchrow(_BILL_SQL + " for update of b", command.payment_code)
+            if bill is None:
+                return PayResult(PayOutcome.UNKNOWN_CODE, command.payment_code, command.amount_rupiah)
+            if bill["status"] == "paid":
+                # A concurrent request under the same key may have won the
+                # bill lock: the new snapshot shows its committed payment.
+                earlier = await self._replay(conn, command)
+                if earlier is not None:
+                    return earlier
+                return PayResult(PayOutcome.PAID_BILL, command.payment_code, bill["total_rupiah"])
+            if bill["expires_at"] <= now:
+                return PayResult(PayOutcome.EXPIRED, command.payment_code, bill["total_rupiah"])
+            if command.amount_rupiah != bill["total_rupiah"]:
+                return PayResult(PayOutcome.WRONG_AMOUNT, command.payment_code, bill["total_rupiah"])
+            posted = await ledger.post_payment(conn, bill, command, now)
+            details = await self._details(conn, bill["id"])
+        return PayResult(
+            outcome=PayOutcome.POSTED,
+            payment_code=command.payment_code,
+            amount_rupiah=command.amount_rupiah,
+            payment_id=posted.payment_id,
+            journal_entry_id=posted.entry_id,
+            posted_at=posted.posted_at,
+            payer_name=bill["payer_name"],
+            details=details,
+        )
+
+    async def _replay(self, conn: asyncpg.Connection, command: PayCommand) -> PayResult | None:
+        """The answer for a key seen before, or None for a new key."""
+        row = await conn.fetchrow(
+            """select p.id, p.payment_code, p.amount_rupiah, p.status, p.posted_at, j.id as entry_id
+                 from payments p
+                 join journal_entries j on j.payment_id = p.id and j.kind = 'payment'
+                where p.channel = $1 and p.idempotency_key = $2""",
+            command.channel,
+            command.idempotency_key,
+        )
+        if row is None:
+            tombstone = await conn.fetchval(
+                "select 1 from reversal_tombstones where channel = $1 and idempotency_key = $2",
+                command.channel,
+                command.idempotency_key,
+            )
+            if tombstone:
+                return PayResult(PayOutcome.REVERSED, command.payment_code, command.amount_rupiah)
+            return None
+        if row["payment_code"] != command.payment_code or row["amount_rupiah"] != command.amount_rupiah:
+            return PayResult(PayOutcome.CONFLICT, command.payment_code, row["amount_rupiah"], payment_id=row["id"])
+        if row["status"] == "reversed":
+            return PayResult(PayOutcome.REVERSED, command.payment_code, row["amount_rupiah"], payment_id=row["id"])
+        bill = await conn.fetchrow(_BILL_SQL, command.payment_code)
+        return PayResult(
+            outcome=PayOutcome.REPLAYED,
+            payment_code=row["payment_code"],
+            amount_rupiah=row["amount_rupiah"],
+            payment_id=row["id"],
+            journal_entry_id=row["entry_id"],
+            posted_at=row["posted_at"],
+            payer_name=bill["payer_name"] if bill else "",
+            details=await self._details(conn, bill["id"]) if bill else (),
+        )
+
+    # ------------------------------------------------------------- reverse --
+
+    async def reverse(self, command: ReverseCommand) -> ReverseResult:
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            payment = await conn.fetchrow(
+                """select id, bill_id, payment_code, amount_rupiah, status
+                     from payments where channel = $1 and idempotency_key = $2 for update""",
+                command.channel,
+                command.idempotency_key,
+            )
+            if payment is None:
+                # Answered so the bank can clear its side; remembered so that
+                # the payment, should it arrive late, is declined.
+                await conn.execute(
+                    """insert into reversal_tombstones (channel, idempotency_key) values ($1, $2)
+                       on conflict do nothing""",
+                    command.channel,
+                    command.idempotency_key,
+                )
+                return ReverseResult(ReverseOutcome.UNKNOWN)
+            if payment["status"] == "reversed":
+                return ReverseResult(
+                    ReverseOutcome.ALREADY_REVERSED, payment["id"], payment["payment_code"], payment["amount_rupiah"]
+                )
+            await ledger.reverse_payment(conn, payment, now, command.reason)
+        return ReverseResult(ReverseOutcome.REVERSED, payment["id"], payment["payment_code"], payment["amount_rupiah"])
+
+    # -------------------------------------------------------------- status --
+
+    async def status(self, channel: str, idempotency_key: str) -> StatusResult:
+        row = await self.pool.fetchrow(
+            """select id, payment_code, amount_rupiah, status, posted_at, reversed_at, bank_reference
+                 from payments where channel = $1 and idempotency_key = $2""",
+            channel,
+            idempotency_key,
+        )
+        if row is None:
+            return StatusResult(StatusOutcome.NOT_FOUND)
+        return StatusResult(
+            outcome=StatusOutcome.POSTED if row["status"] == "posted" else StatusOutcome.REVERSED,
+            payment_code=row["payment_code"],
+            amount_rupiah=row["amount_rupiah"],
+            payment_id=row["id"],
+            posted_at=row["posted_at"],
+            reversed_at=row["reversed_at"],
+            bank_reference=row["bank_reference"],
+        )

@@ -1,0 +1,62 @@
+"""Configuration: environment variables with the KANAL_ prefix, plus DATABASE_URL.
+
+Every limit carries its unit in its name. Defaults make `kanal demo` work on a
+bare machine; `kanal serve` turns the sandbox off unless asked.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return platformdirs.user_data_path("kanal")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KANAL_", env_nested_delimiter="__", extra="ignore")
+
+    # With no DATABASE_URL, Kanal starts an embedded PostgreSQL in data_dir.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "KANAL_DATABASE_URL")
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    iso8583_port: int = Field(default=8583, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="gateway processes sharing the ports (SO_REUSEPORT)")
+
+    # Guards the ops and partner-administration routes. Generated at start when empty.
+    admin_token: SecretStr = SecretStr("")
+    sandbox: bool = False
+
+    pool_size_min: int = Field(default=2, ge=1)
+    pool_size_max: int = Field(default=16, ge=1)
+    statement_timeout_ms: int = Field(default=10_000, ge=100)
+    request_body_bytes_max: int = Field(default=1_048_576, ge=1024)
+    csv_body_bytes_max: int = Field(default=32 * 1_048_576, ge=1024)
+    participants_per_request_max: int = Field(default=100_000, ge=1)
+
+    # How long an unpaid bill's payment code stays payable after its due date.
+    bill_expiry_days_after_due: int = Field(default=90, ge=0)
+    # Province workforce used as the coverage denominator (Sakernas 2025).
+    province_workforce: int = Field(default=1_819_430, ge=1)
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Per-adapter settings: KANAL_ADAPTERS__ISO8583__PORT=9583 -> {"iso8583": {"port": "9583"}}
+    adapters: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def ensure_admin_token(self) -> str:
+        """Return the admin token, generating one for this process when unset."""
+        if not self.admin_token.get_secret_value():
+            self.admin_token = SecretStr("adm_" + secrets.token_urlsafe(24))
+        return self.admin_token.get_secret_value()
