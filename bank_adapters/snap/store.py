@@ -1,0 +1,235 @@
+"""The SNAP adapter's own tables (migrations/0001_partners.sql), in SQL.
+
+JSON goes in and out as text (`$n::text::jsonb`, `col::text`) so that this
+code works whatever codecs the gateway registers on its pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+
+from bank_adapters.snap import protocol
+
+CLIENT_SECRET_BYTES = 32
+ACCESS_TOKEN_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    partner_id: str
+    client_key: str
+    client_secret: str
+    public_key_pem: str
+    channel_id: str
+    partner_service_id: str  # 8 characters, padded
+    padding: str  # "spaces" or "zeros"
+    signature_encoding: str  # "base64" or "hex"
+    timestamp_tolerance_s: int
+    sandbox: bool | None
+    requests_per_second_max: int | None
+    bank_code: str
+    profile: str
+
+    def public_view(self) -> dict[str, Any]:
+        """Everything but the secret: what `partner list` and the ops API show."""
+        view = asdict(self)
+        del view["client_secret"]
+        view["encoding"] = view.pop("signature_encoding")
+        return view
+
+
+class PartnerExists(Exception):
+    pass
+
+
+_PARTNER_COLUMNS = """partner_id, client_key, client_secret, public_key_pem, channel_id,
+    partner_service_id, padding, signature_encoding, timestamp_tolerance_s, sandbox,
+    requests_per_second_max, bank_code, profile"""
+
+
+def _partner(row: asyncpg.Record | None) -> Partner | None:
+    return None if row is None else Partner(**{key: row[key] for key in Partner.__slots__})
+
+
+async def insert_partner(
+    pool: asyncpg.Pool,
+    *,
+    partner_id: str,
+    client_key: str,
+    public_key_pem: str,
+    channel_id: str,
+    partner_service_id: str,
+    padding: str,
+    signature_encoding: str,
+    timestamp_tolerance_s: int,
+    sandbox: bool | None,
+    requests_per_second_max: int | None,
+    bank_code: str = "",
+    profile: str = "",
+) -> Partner:
+    """Register a partner with a freshly generated client secret."""
+    client_secret = secrets.token_urlsafe(CLIENT_SECRET_BYTES)
+    try:
+        row = await pool.fetchrow(
+            f"""insert into snap_partners ({_PARTNER_COLUMNS})
+                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                returning {_PARTNER_COLUMNS}""",
+            partner_id,
+            client_key,
+            client_secret,
+            public_key_pem,
+            channel_id,
+            partner_service_id,
+            padding,
+            signature_encoding,
+            timestamp_tolerance_s,
+            sandbox,
+            requests_per_second_max,
+            bank_code,
+            profile,
+        )
+    except asyncpg.UniqueViolationError as error:
+        raise PartnerExists(
+            f"a partner with this partner id or client key is already registered ({error.constraint_name})"
+        ) from None
+    partner = _partner(row)
+    assert partner is not None
+    return partner
+
+
+async def list_partners(pool: asyncpg.Pool) -> list[Partner]:
+    rows = await pool.fetch(f"select {_PARTNER_COLUMNS} from snap_partners order by partner_id")
+    return [p for p in map(_partner, rows) if p is not None]
+
+
+async def partner_by_client_key(pool: asyncpg.Pool, client_key: str) -> Partner | None:
+    return _partner(await pool.fetchrow(f"select {_PARTNER_COLUMNS} from snap_partners where client_key = $1", client_key))
+
+
+async def partner_by_id(pool: asyncpg.Pool, partner_id: str) -> Partner | None:
+    return _partner(await pool.fetchrow(f"select {_PARTNER_COLUMNS} from snap_partners where partner_id = $1", partner_id))
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+async def issue_token(pool: asyncpg.Pool, partner_id: str, ttl_s: int) -> str:
+    token = secrets.token_urlsafe(ACCESS_TOKEN_BYTES)
+    async with pool.acquire() as conn, conn.transaction():
+        # Housekeeping rides on issuance: a partner's expired tokens go here.
+        await conn.execute("delete from snap_tokens where partner_id = $1 and expires_at < now()", partner_id)
+        await conn.execute(
+            "insert into snap_tokens (token_sha256, partner_id, expires_at) values ($1, $2, now() + make_interval(secs => $3))",
+            token_digest(token),
+            partner_id,
+            float(ttl_s),
+        )
+    return token
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOwner:
+    partner_id: str
+    expired: bool
+
+
+async def token_owner(pool: asyncpg.Pool, token: str) -> TokenOwner | None:
+    row = await pool.fetchrow(
+        "select partner_id, expires_at <= now() as expired from snap_tokens where token_sha256 = $1", token_digest(token)
+    )
+    return None if row is None else TokenOwner(row["partner_id"], row["expired"])
+
+
+async def claim_external_id(pool: asyncpg.Pool, partner_id: str, day: dt.date, external_id: str, fingerprint: str) -> bool:
+    """Record an X-EXTERNAL-ID; False when the partner already used it that day
+    for a different request (same path and body hash is a retry, not a reuse)."""
+    row = await pool.fetchrow(
+        """with claimed as (
+               insert into snap_external_ids (partner_id, day, external_id, fingerprint)
+               values ($1, $2, $3, $4)
+               on conflict do nothing
+               returning fingerprint)
+           select fingerprint from claimed
+           union all
+           select fingerprint from snap_external_ids
+            where partner_id = $1 and day = $2 and external_id = $3
+           limit 1""",
+        partner_id,
+        day,
+        external_id,
+        fingerprint,
+    )
+    return row is not None and row["fingerprint"] == fingerprint
+
+
+async def remember_inquiry(pool: asyncpg.Pool, partner_id: str, virtual_account_no: str, inquiry_request_id: str) -> None:
+    await pool.execute(
+        """insert into snap_inquiries (partner_id, virtual_account_no, inquiry_request_id)
+           values ($1, $2, $3)
+           on conflict (partner_id, virtual_account_no)
+           do update set inquiry_request_id = excluded.inquiry_request_id, inquired_at = now()""",
+        partner_id,
+        virtual_account_no,
+        inquiry_request_id,
+    )
+
+
+async def last_inquiry(pool: asyncpg.Pool, partner_id: str, virtual_account_no: str) -> str | None:
+    return await pool.fetchval(
+        "select inquiry_request_id from snap_inquiries where partner_id = $1 and virtual_account_no = $2",
+        partner_id,
+        virtual_account_no,
+    )
+
+
+@dataclass(slots=True)
+class Exchange:
+    service_code: str
+    path: str
+    request_headers: dict[str, str]
+    request_body: str
+    http_status: int = 0
+    response_code: str = ""
+    response_body: dict[str, Any] | None = None
+    rule: str | None = None
+    partner_id: str | None = None
+    external_id: str | None = None
+    duration_ms: float = 0.0
+
+
+REQUEST_BODY_LOGGED_CHARS_MAX = 16_384
+
+
+async def record_exchange(pool: asyncpg.Pool, exchange: Exchange) -> None:
+    await pool.execute(
+        """insert into snap_exchanges (partner_id, service_code, path, external_id, request_headers,
+               request_body, http_status, response_code, response_body, verdict, rule, duration_ms)
+           values ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9::text::jsonb, $10, $11, $12)""",
+        exchange.partner_id,
+        exchange.service_code,
+        exchange.path,
+        exchange.external_id,
+        json.dumps(exchange.request_headers),
+        exchange.request_body[:REQUEST_BODY_LOGGED_CHARS_MAX],
+        exchange.http_status,
+        exchange.response_code,
+        json.dumps(exchange.response_body or {}),
+        "accepted" if 200 <= exchange.http_status < 300 else "refused",
+        exchange.rule,
+        exchange.duration_ms,
+    )
+
+
+async def forget_old(pool: asyncpg.Pool, *, external_id_days_kept: int = 2) -> None:
+    """Drop expired tokens and external ids too old to collide (housekeeping)."""
+    await pool.execute("delete from snap_tokens where expires_at < now() - interval '1 hour'")
+    today = protocol.wib_day(dt.datetime.now(dt.UTC))
+    await pool.execute("delete from snap_external_ids where day < $1", today - dt.timedelta(days=external_id_days_kept))
