@@ -31,3 +31,35 @@ async def make_bank(gateway_server) -> AsyncIterator:
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def slow_ledger_gateway(database_url, clock) -> AsyncIterator:
+    """A real gateway whose SNAP adapter waits at most 200 ms for the ledger
+    (KANAL_ADAPTERS__SNAP__PAYMENTS_TIMEOUT_MS), with Bank Kalbar registered."""
+    from gateway.runtime import Gateway
+    from gateway.settings import Settings
+
+    settings = Settings(
+        host="127.0.0.1",
+        http_port=0,
+        iso8583_port=0,
+        sandbox=True,
+        admin_token="adm_test_token",
+        log_format="json",
+        adapters={"snap": {"payments_timeout_ms": "200"}},
+    )
+    gateway = Gateway(settings=settings, database_url=database_url, clock=clock, adapter_names=["snap"])
+    await gateway.start(migrate_first=False)
+
+    class Server:
+        url = gateway.url
+        admin_token = "adm_test_token"
+
+    try:
+        credentials = await register_partner(Server, partner_id="BANKKALBAR")
+        async with SnapClient(gateway.url, credentials) as client:
+            yield gateway, client
+    finally:
+        await gateway.stop()
+

@@ -47,3 +47,18 @@ async def posted_count(pool) -> int:
 
 async def journal_count(pool) -> int:
     return await pool.fetchval("select count(*) from journal_entries")
+
+
+async def signed(bank, service_path: str, body: dict, *, external_id: str | None = None, timestamp: str | None = None):
+    """(body text, headers) of a correctly signed request, for tests to tamper with."""
+    from bank_adapters.snap.client import dumps
+
+    body_text = dumps(body)
+    token = await bank.token()
+    return body_text, bank.signed(service_path, body_text, token, external_id=external_id, timestamp=timestamp)
+
+
+def payment_body(bank, bill, request_id: str = "pay-0001", **changes) -> dict:
+    body = bank.payment_body(bill.payment_code, bill.total_rupiah, request_id)
+    body.update(changes)
+    return body
