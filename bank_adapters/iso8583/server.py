@@ -42,6 +42,8 @@ class ServerLimits:
     message_deadline_ms: int = 15_000
     link_messages_in_flight_max: int = 64
     write_timeout_ms: int = 10_000
+    # How long stop() lets payments already under way finish before cancelling them.
+    drain_timeout_ms: int = 10_000
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> ServerLimits:
@@ -52,6 +54,7 @@ class ServerLimits:
             "message_deadline_ms": (1, 600_000),
             "link_messages_in_flight_max": (1, 10_000),
             "write_timeout_ms": (100, 600_000),
+            "drain_timeout_ms": (0, 600_000),
         }
         values = {}
         for name, (low, high) in bounds.items():
@@ -106,7 +109,7 @@ class Iso8583Server:
         pending = list(self.handler.background)
         if pending:
             # Let money moves already under way commit or roll back on their own.
-            done, still = await asyncio.wait(pending, timeout=self.limits.message_deadline_ms / 1000)
+            _done, still = await asyncio.wait(pending, timeout=self.limits.drain_timeout_ms / 1000)
             for task in still:
                 task.cancel()
         log.info("iso8583.stopped", port=self.port)
