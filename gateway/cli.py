@@ -1,0 +1,295 @@
+"""The `kanal` command line.
+
+    kanal demo                 everything on this machine, seeded, until Ctrl-C
+    kanal serve                the gateway (HTTP + bank adapters)
+    kanal migrate              apply database migrations and exit
+    kanal coverage             print current coverage per regency
+
+With no DATABASE_URL every command uses the embedded PostgreSQL in
+--data-dir (default: a per-user directory), starting it when needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from gateway.settings import Settings
+
+T = TypeVar("T")
+
+
+class Services:
+    """Implements `bank_adapters.base.CliServices` for adapter commands."""
+
+    def __init__(self, data_dir: Path | None) -> None:
+        self.data_dir = data_dir
+
+    def settings(self, **overrides) -> Settings:
+        if self.data_dir is not None:
+            overrides.setdefault("data_dir", self.data_dir)
+        return Settings(**overrides)
+
+    def run_with_pool(self, fn: Callable[..., Awaitable[T]]) -> T:
+        from bank_adapters.registry import load_adapters
+        from gateway.runtime import prepare_database, resolve_database_url
+        from gateway.store import database
+
+        settings = self.settings()
+
+        async def main() -> T:
+            url, server = resolve_database_url(settings)
+            await prepare_database(url, load_adapters(), embedded=server is not None)
+            pool = await database.create_pool(url, size_min=1, size_max=4)
+            try:
+                return await fn(pool)
+            finally:
+                await pool.close()
+
+        return asyncio.run(main())
+
+
+class KanalGroup(click.Group):
+    """Adds the commands that bank adapters contribute (`kanal partner ...`)."""
+
+    def _adapter_commands(self) -> dict[str, click.Command]:
+        if not hasattr(self, "_adapter_cache"):
+            from bank_adapters.registry import discover
+
+            found: dict[str, click.Command] = {}
+            for factory in discover().values():
+                adapter = factory()
+                for command in getattr(adapter, "cli_commands", lambda: [])():
+                    found.setdefault(command.name, command)
+            self._adapter_cache = found
+        return self._adapter_cache
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._adapter_commands()))
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name) or self._adapter_commands().get(name)
+
+
+@click.group(cls=KanalGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="KANAL_DATA_DIR",
+    help="Where the embedded PostgreSQL keeps its data (ignored with DATABASE_URL). "
+    "Default: a per-user directory such as ~/.local/share/kanal.",
+)
+@click.version_option(package_name="kanal")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None) -> None:
+    """Kanal: a BPJS Ketenagakerjaan dues payment gateway simulator.
+
+    Banks pay dues bills over SNAP BI (HTTP) or ISO 8583 (TCP); each payment is
+    posted once into a double-entry ledger in PostgreSQL and switches the
+    workers' protection on, live.
+
+    \b
+    Start here:
+      kanal demo                      seeded Kalbar, sandbox on, prints curl examples
+      kanal serve --port 8080         the gateway alone (sandbox off)
+      DATABASE_URL=postgresql://... kanal serve    use your own PostgreSQL
+
+    Settings come from KANAL_* environment variables (see README.md).
+    """
+    ctx.obj = Services(data_dir)
+
+
+def _configure_logging(settings: Settings) -> None:
+    from gateway.logging import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+
+
+@main.command()
+@click.pass_obj
+def migrate(services: Services) -> None:
+    """Apply database migrations and exit (safe to run twice, or from two processes at once)."""
+    from bank_adapters.registry import load_adapters
+    from gateway.runtime import prepare_database, resolve_database_url
+
+    settings = services.settings()
+    url, server = resolve_database_url(settings)
+    applied = asyncio.run(prepare_database(url, load_adapters(), embedded=server is not None))
+    click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; already up to date"))
+
+
+async def _serve_until_stopped(gateway, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    try:
+        if on_ready:
+            await on_ready()
+        await stop.wait()
+    finally:
+        await gateway.stop()
+
+
+def _serve_options(function):
+    function = click.option("--host", default=None, help="Interface to listen on. [default: 127.0.0.1]")(function)
+    function = click.option("--port", "http_port", type=int, default=None, help="HTTP port. [default: 8080]")(function)
+    function = click.option("--iso8583-port", type=int, default=None, help="ISO 8583 TCP port. [default: 8583]")(function)
+    return function
+
+
+def _overrides(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@main.command()
+@_serve_options
+@click.option("--sandbox/--no-sandbox", default=None, help="Explain refused signatures in responses. [default: off]")
+@click.pass_obj
+def serve(services: Services, host, http_port, iso8583_port, sandbox) -> None:
+    """Run the gateway: employer API, bank adapters, live coverage stream.
+
+    \b
+    Example:
+      kanal serve --port 8080 --iso8583-port 8583
+      curl http://127.0.0.1:8080/readyz
+    """
+    from gateway.runtime import Gateway, resolve_database_url
+
+    settings = services.settings(**_overrides(host=host, http_port=http_port, iso8583_port=iso8583_port, sandbox=sandbox))
+    _configure_logging(settings)
+    url, server = resolve_database_url(settings)
+    gateway = Gateway(settings=settings, database_url=url, embedded=server is not None)
+
+    async def ready() -> None:
+        click.echo(f"Kanal serving on {gateway.url} (docs: {gateway.url}/docs); Ctrl-C to stop", err=True)
+
+    asyncio.run(_serve_until_stopped(gateway, ready))
+
+
+@main.command()
+@_serve_options
+@click.option("--employers", type=click.IntRange(1, 100_000), default=300, show_default=True, help="Employers to seed.")
+@click.option("--workers", type=click.IntRange(1, 2_000_000), default=3000, show_default=True, help="Workers to seed.")
+@click.option("--seed", type=int, default=2025, show_default=True, help="Random seed: the same seed gives the same province.")
+@click.option("--exit-after-seed", is_flag=True, help="Seed, print the examples, and exit instead of serving.")
+@click.pass_obj
+def demo(services: Services, host, http_port, iso8583_port, employers, workers, seed, exit_after_seed) -> None:
+    """Start everything on this machine: embedded PostgreSQL, migrations, a Kalbar
+    seed (employers and workers over the 14 regencies, some bills paid), the
+    gateway in sandbox mode. Prints URLs and ready-to-paste curl commands.
+    Serves until Ctrl-C. Seeding happens once per data directory."""
+    from gateway.runtime import Gateway, resolve_database_url
+    from gateway.sim.seed import seed_kalbar
+
+    settings = services.settings(
+        **_overrides(host=host, http_port=http_port, iso8583_port=iso8583_port), sandbox=True
+    )
+    _configure_logging(settings)
+    click.echo("Starting PostgreSQL…", err=True)
+    url, server = resolve_database_url(settings)
+    gateway = Gateway(settings=settings, database_url=url, embedded=server is not None)
+
+    async def ready() -> None:
+        pool = gateway.pool
+        if not await pool.fetchval("select exists (select 1 from employers)"):
+            with click.progressbar(length=employers, label="Seeding Kalbar", file=sys.stderr) as bar:
+                last = [0]
+
+                def progress(done: int, total: int) -> None:
+                    bar.update(done - last[0])
+                    last[0] = done
+
+                report = await seed_kalbar(pool, gateway.payments, employers=employers, workers=workers, seed=seed, progress=progress)
+            click.echo(
+                f"Seeded {report.employers} employers, {report.participants} workers, {report.bills} bills ({report.paid} paid).",
+                err=True,
+            )
+        await _print_demo_banner(gateway)
+        if exit_after_seed:
+            raise _Done
+
+    try:
+        asyncio.run(_serve_until_stopped(gateway, ready))
+    except _Done:
+        pass
+
+
+class _Done(Exception):
+    pass
+
+
+async def _print_demo_banner(gateway) -> None:
+    from gateway.domain.periods import WIB, Period
+
+    base = gateway.url
+    last_month = Period.from_date(gateway.clock().astimezone(WIB).date()) - 1
+    bill = await gateway.pool.fetchrow(
+        "select payment_code, total_rupiah from bills where status = 'open' order by id limit 1"
+    )
+    lines = [
+        "",
+        "Kanal demo is running (sandbox mode).",
+        f"  API docs       {base}/docs",
+        f"  OpenAPI        {base}/openapi.json",
+        f"  Coverage       {base}/api/v1/coverage",
+        f"  Live stream    {base}/api/v1/stream/coverage",
+        f"  Admin token    {gateway.settings.admin_token.get_secret_value()}",
+    ]
+    iso = next((a for a in gateway.adapters if a.name == "iso8583"), None)
+    if iso is not None and getattr(iso, "port", None):
+        lines.append(f"  ISO 8583       {gateway.settings.host}:{iso.port}")
+    lines += [
+        "",
+        "Register an employer (the API key is shown once):",
+        f"  curl -s -X POST {base}/api/v1/employers -H 'Content-Type: application/json' \\",
+        "    -d '{\"npp\":\"AB123456\",\"name\":\"PT Contoh Kalbar\",\"regency_code\":\"6171\",\"size_class\":\"large\",\"jkk_risk_class\":2}'",
+        "",
+        "Then add a worker and report wages (replace KEY):",
+        f"  curl -s -X POST {base}/api/v1/employers/AB123456/participants -H 'Authorization: Bearer KEY' \\",
+        "    -H 'Content-Type: application/json' \\",
+        "    -d '{\"kpj\":\"61999000001\",\"nik\":\"6171011708900001\",\"name\":\"Budi Santoso\",\"wage\":12000000,\"segment\":\"PU\"}'",
+        f"  curl -s -X POST {base}/api/v1/employers/AB123456/wage-reports -H 'Authorization: Bearer KEY' \\",
+        "    -H 'Content-Type: application/json' -d '{\"period\":\"" + str(last_month) + "\"}'",
+    ]
+    if bill:
+        amount = f"{bill['total_rupiah']:,}".replace(",", ".")
+        lines += ["", f"An open seeded bill to pay through a bank adapter: payment code {bill['payment_code']} (Rp{amount})"]
+    lines.append("\nCtrl-C to stop.")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@click.pass_obj
+def coverage(services: Services, as_json: bool) -> None:
+    """Print coverage per regency (protected participants and % of workforce)."""
+    from gateway.service import coverage as cov
+    from gateway.service.payments import utc_now
+
+    settings = services.settings()
+
+    async def read(pool):
+        return await cov.snapshot(pool, utc_now(), workforce=settings.province_workforce)
+
+    snap = services.run_with_pool(read)
+    if as_json:
+        click.echo(json.dumps(snap, indent=2))
+        return
+    click.echo(f"Province: {snap['province']['protected']:,} protected, {snap['province']['coverage_percent']}% of {snap['province']['workforce']:,}")
+    for row in sorted(snap["regencies"], key=lambda r: -r["coverage_basis_points"]):
+        click.echo(f"  {row['regency_code']} {row['name']:<14} {row['protected']:>9,}  {row['coverage_percent']:>6}%")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
