@@ -40,6 +40,8 @@ TEMPLATE_DB = f"kanal_template_{os.getpid()}"
 class TestClock:
     """A clock tests can move. Starts at the real current time."""
 
+    __test__ = False  # not a test class, despite its name
+
     def __init__(self, now: dt.datetime | None = None) -> None:
         self.now = now or dt.datetime.now(dt.UTC)
 
@@ -132,6 +134,9 @@ def test_settings(**overrides) -> Settings:
     )
     values.update(overrides)
     return Settings(**values)
+
+
+test_settings.__test__ = False  # a helper, not a test
 
 
 @dataclass
