@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hmac
 import json
 import re
 import time
@@ -449,8 +450,6 @@ class SnapServer:
     # --- ops API: partner registration ---------------------------------------
 
     def _admin_allowed(self, request: web.Request) -> bool:
-        import hmac
-
         expected = self.context.admin_token
         given = request.headers.get("Authorization", "")
         return bool(expected) and hmac.compare_digest(given.encode(), f"Bearer {expected}".encode())
