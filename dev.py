@@ -39,6 +39,13 @@ def ensure_environment() -> None:
     stamp.write_text(digest)
 
 
+def run(argv: list[str]) -> int:
+    """Become the command (so Ctrl-C and signals reach it directly)."""
+    if os.name == "posix":
+        os.execv(argv[0], argv)
+    return subprocess.call(argv, cwd=ROOT)
+
+
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
@@ -46,11 +53,12 @@ def main() -> int:
     command, rest = sys.argv[1], sys.argv[2:]
     ensure_environment()
     if command == "demo":
-        return subprocess.call([str(BIN / "kanal"), "demo", *rest])
+        return run([str(BIN / "kanal"), "demo", *rest])
+    os.chdir(ROOT)
     if command == "test":
-        return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
+        return run([str(PYTHON), "-m", "pytest", *rest])
     if command == "bench":
-        return subprocess.call([str(PYTHON), "-m", "bench", *rest], cwd=ROOT)
+        return run([str(PYTHON), "-m", "bench", *rest])
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 
