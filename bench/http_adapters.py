@@ -1,0 +1,117 @@
+"""Signed SNAP payments over HTTP and ISO 8583 payments over TCP, against a
+gateway running in its own process (`kanal serve`), next to a bare aiohttp
+server and pgbench TPC-B measured in the same run on the same machine."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+
+import aiohttp
+
+from bank_adapters.iso8583.client import Iso8583Client
+from bank_adapters.snap import protocol
+from bank_adapters.snap.client import Credentials, SnapClient
+from bench.common import Server, bpu_bills, closed_loop, free_port, subprocess_server
+from gateway.store import database
+
+ADMIN_TOKEN = "adm_bench_token"
+
+
+def gateway_env(url: str, http_port: int, iso_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "KANAL_HTTP_PORT": str(http_port),
+        "KANAL_ISO8583_PORT": str(iso_port),
+        "KANAL_ADMIN_TOKEN": ADMIN_TOKEN,
+        "KANAL_LOG_LEVEL": "warning",
+        "KANAL_LOG_FORMAT": "json",
+        "KANAL_POOL_SIZE_MAX": "32",
+        # The benchmark is a bank in a hurry, not an attack.
+        "KANAL_ADAPTERS__SNAP__REQUESTS_PER_SECOND_MAX": "1000000",
+    }
+
+
+async def register_bank(base: str) -> Credentials:
+    private_pem, public_pem = protocol.generate_key_pair()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base}/snap/admin/partners",
+            json={"partner_id": "BANKKALBAR", "client_key": "bench-key", "public_key": public_pem},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r:
+            created = await r.json()
+            if r.status != 201:
+                raise RuntimeError(f"partner registration failed: {created}")
+    return Credentials(
+        partner_id=created["partner_id"], client_key=created["client_key"], client_secret=created["client_secret"],
+        private_key_pem=private_pem, channel_id=created["channel_id"], partner_service_id=created["partner_service_id"],
+        encoding=created["encoding"],
+    )
+
+
+async def run(server: Server, *, payments: int, concurrency: int, iso_payments: int) -> dict:
+    url = await server.new_database("adapters")
+    pool = await database.create_pool(url, size_min=1, size_max=4)
+    try:
+        snap_bills = await bpu_bills(pool, payments, npp="SNAPBNCH")
+        iso_one = await bpu_bills(pool, iso_payments, npp="ISO1BNCH")
+        iso_eight = await bpu_bills(pool, iso_payments, npp="ISO8BNCH")
+    finally:
+        await pool.close()
+    http_port, iso_port = free_port(), free_port()
+    out: dict = {"concurrency": concurrency}
+    kanal = [sys.executable, "-m", "gateway.cli", "serve"]
+    with subprocess_server(kanal, gateway_env(url, http_port, iso_port), "Kanal serving on"):
+        base = f"http://127.0.0.1:{http_port}"
+        credentials = await register_bank(base)
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            bank = SnapClient(base, credentials, session=session, timeout_s=30)
+            await bank.token()
+
+            async def snap_pay(bill) -> bool:
+                code, total = bill
+                response = await bank.pay(code, total)
+                return response.ok
+
+            snap = await closed_loop(snap_bills, concurrency, snap_pay)
+        out["snap"] = snap.summary()
+
+        async def iso_run(bills, links: int):
+            clients = [Iso8583Client("127.0.0.1", iso_port, timeout_ms=30_000) for _ in range(links)]
+            for client in clients:
+                await client.connect()
+            chooser = itertools.cycle(clients)
+            try:
+                async def iso_pay(bill) -> bool:
+                    code, total = bill
+                    reply = await next(chooser).pay(code, total)
+                    return reply.approved
+
+                # Each link carries several messages in flight, as a bank switch does.
+                return await closed_loop(bills, max(links * 4, 8), iso_pay)
+            finally:
+                for client in clients:
+                    await client.close()
+
+        out["iso8583_one_link"] = (await iso_run(iso_one, 1)).summary()
+        out["iso8583_eight_links"] = (await iso_run(iso_eight, 8)).summary()
+
+    bare_port = free_port()
+    with subprocess_server([sys.executable, "-m", "bench.bare_server", str(bare_port)], dict(os.environ), "bare server ready"):
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            target = f"http://127.0.0.1:{bare_port}/snap/v1.0/transfer-va/payment"
+            body = b'{"partnerServiceId":"   12345","customerNo":"00000000011"}'
+
+            async def bare(_item) -> bool:
+                async with session.post(target, data=body, headers={"Content-Type": "application/json"}) as r:
+                    await r.read()
+                    return r.status == 200
+
+            bare_result = await closed_loop(list(range(payments * 2)), concurrency, bare)
+    out["bare_aiohttp"] = bare_result.summary()
+    return out

@@ -1,0 +1,40 @@
+"""Payments per second through the payments service (no HTTP), N concurrent
+tasks, next to pgbench TPC-B with the same number of clients, same server,
+same run."""
+
+from __future__ import annotations
+
+import itertools
+
+from bank_adapters.base import PayCommand, PayOutcome
+from bench.common import Server, bpu_bills, closed_loop, pgbench_tpcb
+from gateway.service.payments import PaymentsService
+from gateway.store import database
+
+
+async def run(server: Server, *, payments: int, concurrency: int, pgbench_seconds: int) -> dict:
+    url = await server.new_database("payments")
+    pool = await database.create_pool(url, size_min=concurrency, size_max=concurrency)
+    try:
+        bills = await bpu_bills(pool, payments)
+        service = PaymentsService(pool)
+        keys = itertools.count()
+
+        async def pay(bill) -> bool:
+            code, total = bill
+            result = await service.pay(PayCommand(code, total, "bench:BANK", f"k{next(keys)}", "REF"))
+            return result.outcome == PayOutcome.POSTED
+
+        result = await closed_loop(bills, concurrency, pay)
+        posted = await pool.fetchval("select count(*) from payments where status = 'posted'")
+    finally:
+        await pool.close()
+    tps = pgbench_tpcb(server, clients=concurrency, seconds=pgbench_seconds)
+    summary = result.summary()
+    return {
+        "concurrency": concurrency,
+        "kanal": summary,
+        "posted_in_database": posted,
+        "pgbench_tpcb_tps": round(tps, 1),
+        "ratio_to_pgbench": round(result.per_second / tps, 3),
+    }
