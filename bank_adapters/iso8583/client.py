@@ -219,8 +219,8 @@ class Iso8583Client:
 
     # --- network management ---------------------------------------------------
 
-    async def network(self, code: str) -> Reply:
-        return await self.request({"t": "0800", "7": transmission_time(), "70": code, "32": self.acquirer})
+    async def network(self, code: str, timeout_ms: int | None = None) -> Reply:
+        return await self.request({"t": "0800", "7": transmission_time(), "70": code, "32": self.acquirer}, timeout_ms)
 
     async def logon(self) -> Reply:
         return await self.network("001")
@@ -231,8 +231,8 @@ class Iso8583Client:
     async def cutover(self) -> Reply:
         return await self.network("201")
 
-    async def echo(self) -> Reply:
-        return await self.network("301")
+    async def echo(self, timeout_ms: int | None = None) -> Reply:
+        return await self.network("301", timeout_ms)
 
     # --- bill payment -----------------------------------------------------------
 
