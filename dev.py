@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -39,6 +40,16 @@ def ensure_environment() -> None:
     stamp.write_text(digest)
 
 
+def ensure_chromium() -> None:
+    """The browser tests drive Debian's Chromium; install it when we can."""
+    if shutil.which("chromium") or not shutil.which("apt-get") or os.geteuid() != 0:
+        return
+    print("Installing Debian's chromium for the browser tests …", file=sys.stderr, flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False, stdout=subprocess.DEVNULL)
+
+
 def run(argv: list[str]) -> int:
     """Become the command (so Ctrl-C and signals reach it directly)."""
     if os.name == "posix":
@@ -56,6 +67,7 @@ def main() -> int:
         return run([str(BIN / "kanal"), "demo", *rest])
     os.chdir(ROOT)
     if command == "test":
+        ensure_chromium()
         return run([str(PYTHON), "-m", "pytest", *rest])
     if command == "bench":
         return run([str(PYTHON), "-m", "bench", *rest])

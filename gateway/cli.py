@@ -291,5 +291,27 @@ def coverage(services: Services, as_json: bool) -> None:
         click.echo(f"  {row['regency_code']} {row['name']:<14} {row['protected']:>9,}  {row['coverage_percent']:>6}%")
 
 
+# Feature packages contribute commands: each module exposes `commands`, a list
+# of click commands or groups. A module that does not exist (yet) is skipped.
+CLI_EXTENSIONS = ("gateway.ops.cli", "gateway.callbacks.cli", "gateway.sim.cli", "gateway.portal.cli")
+
+
+def _add_extension_commands() -> None:
+    import importlib
+
+    for name in CLI_EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name and not name.startswith(str(error.name) + "."):
+                raise
+            continue
+        for command in module.commands:
+            main.add_command(command)
+
+
+_add_extension_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

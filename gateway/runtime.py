@@ -16,6 +16,7 @@ from bank_adapters.base import AdapterContext, BankAdapter
 from bank_adapters.registry import load_adapters
 from gateway.http.app import create_app
 from gateway.http.stream import EventHub
+from gateway.observability import observe_response
 from gateway.service.payments import Clock, PaymentsService, utc_now
 from gateway.settings import Settings
 from gateway.store import database, migrate
@@ -113,6 +114,7 @@ class Gateway:
                 host=settings.host,
                 sandbox=settings.sandbox,
                 admin_token=admin_token,
+                extras={"observe_response": observe_response, "clock": self.clock},
             )
             for adapter in self.adapters
         ]

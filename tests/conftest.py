@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -256,3 +257,43 @@ def bills(pool: asyncpg.Pool, clock: TestClock, request) -> BillFactory:
     # With a running gateway, bills go into the gateway's database (the same one).
     return BillFactory(pool, clock)
 
+
+
+# --------------------------------------------------------------- browser ----
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+async def browser():
+    """Debian's Chromium driven by Playwright (`python3 dev.py test` installs
+    the package when it can). Missing Chromium skips the browser tests on a
+    developer machine and fails them on CI."""
+    if not Path(CHROMIUM).exists():
+        message = "Debian's chromium is not installed (apt-get install chromium); python3 dev.py test installs it as root"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where tests write screenshots and other things a person may look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 import asyncpg
 from aiohttp import web
@@ -14,6 +15,28 @@ from gateway.http.keys import adapters_key, hub_key, payments_key, pool_key, set
 from gateway.http.stream import EventHub, hub_routes
 from gateway.service.payments import PaymentsService
 from gateway.settings import Settings
+
+
+# Feature packages plug themselves in: each module exposes `setup(app)`, which
+# adds its routes, middlewares and `cleanup_ctx` background tasks. A module
+# that does not exist (yet) is skipped.
+EXTENSIONS = (
+    "gateway.ops.http",
+    "gateway.callbacks.http",
+    "gateway.portal.http",
+    "gateway.sim.http",
+)
+
+
+def _load_extensions() -> list:
+    modules = []
+    for name in EXTENSIONS:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as error:
+            if error.name != name and not name.startswith(str(error.name) + "."):
+                raise  # the module exists but one of its imports is missing
+    return modules
 
 
 def create_app(
@@ -40,6 +63,8 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/", index)
+    for module in _load_extensions():
+        module.setup(app)
     for adapter, context in adapters:
         sub = adapter.http_app(context)
         if sub is not None:

@@ -14,6 +14,7 @@ not on memory, so any number of gateway processes may share one PostgreSQL:
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -71,6 +72,14 @@ class PaymentsService:
     def __init__(self, pool: asyncpg.Pool, clock: Clock = utc_now) -> None:
         self.pool = pool
         self.clock = clock
+        # Called after every operation with (operation, seconds, outcome):
+        # metrics and the conformance log hang here. Observers must not raise.
+        self.observers: list[Callable[[str, float, str], None]] = []
+
+    def _observe(self, operation: str, started: float, outcome: str) -> None:
+        elapsed = time.perf_counter() - started
+        for observer in self.observers:
+            observer(operation, elapsed, outcome)
 
     # ------------------------------------------------------------- inquire --
 
@@ -112,6 +121,12 @@ class PaymentsService:
     async def pay(self, command: PayCommand) -> PayResult:
         if command.amount_rupiah <= 0:
             return PayResult(PayOutcome.WRONG_AMOUNT, command.payment_code, command.amount_rupiah)
+        started = time.perf_counter()
+        result = await self._pay_once(command)
+        self._observe("pay", started, str(result.outcome))
+        return result
+
+    async def _pay_once(self, command: PayCommand) -> PayResult:
         try:
             return await self._pay(command)
         except asyncpg.UniqueViolationError:
