@@ -10,6 +10,7 @@ and replays live in the database behind the port.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,11 @@ from .profile import Profile
 log = structlog.get_logger("kanal.iso8583")
 
 T = TypeVar("T")
+
+# The neutral outcome of the message being handled ("posted", "replayed",
+# "unknown" ...), read by the server for its one log line per message. Each
+# message runs in its own task, hence its own context.
+OUTCOME: contextvars.ContextVar[str] = contextvars.ContextVar("iso8583_outcome", default="")
 
 # Request MTI -> response MTI. The x1 forms are repeats (the bank heard no answer).
 RESPONSES = {
@@ -162,7 +168,6 @@ class Handler:
             link.logged_on = False
         elif code not in (NETWORK_ECHO, NETWORK_CUTOVER):
             return self.reply(doc, "0810", "format_error")
-        log.info("iso8583.network", link=link.link_id, code=code, logged_on=link.logged_on)
         return self.reply(doc, "0810", "approved")
 
     def _in_cutoff(self) -> bool:
@@ -173,6 +178,7 @@ class Handler:
 
     async def _inquiry(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
         result = await self._call(lambda: self.payments.inquire(doc["2"]))
+        OUTCOME.set(result.outcome.value)
         key = INQUIRY_CODES[result.outcome]
         if result.outcome is not InquiryOutcome.OPEN:
             return self.reply(doc, mti, key)
@@ -191,8 +197,8 @@ class Handler:
             bank_reference=doc["37"],
         )
         result = await self._call(lambda: self.payments.pay(command))
+        OUTCOME.set(result.outcome.value)
         outcome_key = f"pay.{result.outcome.value}"
-        log.info("iso8583.pay", channel=channel, key=key, outcome=result.outcome.value, payment_id=result.payment_id)
         if result.outcome in (PayOutcome.POSTED, PayOutcome.REPLAYED):
             details = [{"code": d.code, "amount_rupiah": d.amount_rupiah} for d in result.details]
             values = {"payer_name": result.payer_name, "detail_count": len(details), "details": details}
@@ -202,12 +208,13 @@ class Handler:
     async def _reverse(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
         channel, key = self._original_identity(doc)
         result = await self._call(lambda: self.payments.reverse(ReverseCommand(channel, key, reason=f"ISO 8583 {doc['t']}")))
-        log.info("iso8583.reverse", channel=channel, key=key, outcome=result.outcome.value, payment_id=result.payment_id)
+        OUTCOME.set(result.outcome.value)
         return self.reply(doc, mti, f"reverse.{result.outcome.value}")
 
     async def _status(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
         channel, key = self._original_identity(doc)
         result = await self._call(lambda: self.payments.status(channel, key))
+        OUTCOME.set(result.outcome.value)
         outcome_key = f"status.{result.outcome.value}"
         if result.amount_rupiah:
             return self.reply(doc, mti, outcome_key, **{"4": self._amount_field(result.amount_rupiah)})

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from . import codec
-from .handler import Handler, LinkState, response_mti
+from .handler import OUTCOME, Handler, LinkState, response_mti
 from .profile import Profile
 
 log = structlog.get_logger("kanal.iso8583")
@@ -216,7 +216,10 @@ class Link:
             stan=response.get("11", ""),
             rrn=response.get("37", ""),
             processing_code=response.get("3", ""),
+            network_code=response.get("70", ""),
+            acquirer=response.get("32", ""),
             response_code=response.get("39", ""),
+            outcome=OUTCOME.get(),
             elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 

@@ -203,3 +203,13 @@ def test_a_cutoff_window_may_span_midnight():
     assert window.contains(dt.datetime(2025, 6, 2, 0, 5))
     assert not window.contains(dt.datetime(2025, 6, 2, 0, 10))
     assert not window.contains(dt.datetime(2025, 6, 1, 12, 0))
+
+
+def test_every_neutral_outcome_has_a_response_code_in_every_profile():
+    from bank_adapters.base import InquiryOutcome, PayOutcome, ReverseOutcome, StatusOutcome
+
+    keys = [f"inquiry.{o.value}" for o in InquiryOutcome] + [f"pay.{o.value}" for o in PayOutcome]
+    keys += [f"reverse.{o.value}" for o in ReverseOutcome] + [f"status.{o.value}" for o in StatusOutcome]
+    for path in PROFILES_DIR.glob("*.json"):
+        profile = load_profile(str(path))
+        assert [key for key in keys if key not in profile.response_codes] == []

@@ -395,3 +395,14 @@ async def test_a_link_answers_in_its_own_order(gateway_server, bill):
             assert order == ["echo", "inquiry"]
     finally:
         await adapter.stop()
+
+
+async def test_one_log_line_per_message_names_the_neutral_outcome(bank, bill):
+    import structlog
+
+    with structlog.testing.capture_logs() as logs:
+        paid = await bank.pay(bill.payment_code, bill.total_rupiah)
+        await bank.request(paid.request)
+        await asyncio.sleep(0.05)
+    lines = [e for e in logs if e["event"] == "iso8583.message" and e.get("rrn") == paid.request["37"]]
+    assert [(e["mti"], e["response_code"], e["outcome"]) for e in lines] == [("0200", "00", "posted"), ("0200", "00", "replayed")]
