@@ -132,7 +132,7 @@ def make_machine(pool, loop: asyncio.AbstractEventLoop):
                 bill = next(b for b in self.bills if b.code == p.code)
                 bill.paid_by = None
 
-        @rule(days=st.integers(1, 120))
+        @rule(days=st.integers(1, 45))
         def advance_clock(self, days):
             self.clock.advance(days=days)
 
@@ -161,8 +161,9 @@ async def test_ledger_agrees_with_a_model_under_random_operations(pool):
     loop = asyncio.get_running_loop()
     machine = make_machine(pool, loop)
     machine.TestCase.settings = settings(
-        max_examples=25,
-        stateful_step_count=20,
+        max_examples=60,
+        derandomize=True,  # the same sequences on every run: CI is reproducible
+        stateful_step_count=30,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         database=None,
