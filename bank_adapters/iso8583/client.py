@@ -113,6 +113,8 @@ class Iso8583Client:
         async with self._connect_lock:
             if self.connected:
                 return
+            # Requests still waiting on a lost link will get no answer from a new one.
+            self._fail_pending(LinkDown("link lost before the answer came"))
             error: Exception | None = None
             for attempt in range(self.reconnect_attempts_max):
                 try:
@@ -126,7 +128,7 @@ class Iso8583Client:
             else:
                 raise LinkDown(f"cannot reach {self.host}:{self.port}: {error!r}")
             self.connects += 1
-            self._reader_task = asyncio.create_task(self._read_loop(self._reader))
+            self._reader_task = asyncio.create_task(self._read_loop(self._reader, self._writer))
         if self.logon_on_connect:
             reply = await self.logon()
             if not reply.approved:
@@ -145,7 +147,7 @@ class Iso8583Client:
             self._reader_task = None
         self._fail_pending(LinkDown("client closed"))
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 frame = await codec.read_frame(reader, codec.FRAME_BYTES_LIMIT)
@@ -162,10 +164,10 @@ class Iso8583Client:
         except (codec.FrameClosed, ConnectionError):
             pass
         finally:
-            if self._writer is not None:
-                self._writer.close()
+            writer.close()
+            if self._writer is writer:  # not a newer link opened since
                 self._writer = None
-            self._fail_pending(LinkDown("link closed by the server"))
+                self._fail_pending(LinkDown("link closed by the server"))
 
     def _fail_pending(self, error: Exception) -> None:
         pending, self._pending = self._pending, {}

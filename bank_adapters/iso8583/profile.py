@@ -53,6 +53,14 @@ RESPONSE_CODE_KEYS = (
 
 CONTENT_TYPES = ("n", "an", "ans", "b")
 PROCESSING_KINDS = ("inquiry", "payment", "status")
+# What the handler reads without checking: a profile may require more, never less.
+REQUIRED_AT_LEAST = {
+    "0200": ("2", "3", "4", "7", "11", "32", "37"),
+    "0220": ("2", "3", "4", "7", "11", "32", "37"),
+    "0400": ("3", "7", "11", "32", "37", "90"),
+    "0420": ("3", "7", "11", "32", "37", "90"),
+    "0800": ("70",),
+}
 _FIELD_KEYS_REQUIRED = ("data_enc", "len_enc", "len_type", "max_len")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -198,6 +206,10 @@ def profile_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Profile
         raise ProfileError(f"profile {source}: response_code_meanings lacks {', '.join(undocumented)}")
 
     required_fields = {mti: tuple(fields) for mti, fields in need("required_fields", dict).items()}
+    for mti, needed in REQUIRED_AT_LEAST.items():
+        lacking = [field for field in needed if field not in required_fields.get(mti, ())]
+        if lacking:
+            raise ProfileError(f"profile {source}: required_fields.{mti} must include {', '.join(lacking)}")
     for mti, fields in required_fields.items():
         for field in fields:
             if field not in spec:

@@ -213,3 +213,50 @@ def test_every_neutral_outcome_has_a_response_code_in_every_profile():
     for path in PROFILES_DIR.glob("*.json"):
         profile = load_profile(str(path))
         assert [key for key in keys if key not in profile.response_codes] == []
+
+
+# --- settings ------------------------------------------------------------------------
+
+
+def test_limits_default_safely_and_read_settings_with_units():
+    from bank_adapters.iso8583.server import ServerLimits
+
+    assert ServerLimits.from_settings({}) == ServerLimits()
+    limits = ServerLimits.from_settings({"frame_bytes_max": "2048", "idle_timeout_ms": " 500 ", "connections_max": "3"})
+    assert (limits.frame_bytes_max, limits.idle_timeout_ms, limits.connections_max) == (2048, 500, 3)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"idle_timeout_ms": "abc"}, "idle_timeout_ms='abc': expected a whole number"),
+        ({"frame_bytes_max": "70000"}, "frame_bytes_max=70000: expected 64 to 65535"),
+        ({"connections_max": "0"}, "connections_max=0"),
+    ],
+)
+def test_unusable_limits_name_the_setting(settings, message):
+    from bank_adapters.iso8583.server import ServerLimits, SettingsError
+
+    with pytest.raises(SettingsError, match=message):
+        ServerLimits.from_settings(settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"port": "http"}, "port='http'"), ({"port": "70000"}, "port='70000'"), ({"port": "0", "profile": "nope"}, "built-in profiles")],
+)
+async def test_the_adapter_refuses_to_start_on_bad_settings(settings, message):
+    from bank_adapters.base import AdapterContext
+    from bank_adapters.iso8583 import adapter_factory
+
+    adapter = adapter_factory()
+    assert (adapter.name, adapter.http_app(None)) == ("iso8583", None)
+    with pytest.raises(ValueError, match=message):
+        await adapter.start(AdapterContext(payments=None, pool=None, settings=settings))
+
+
+def test_a_profile_cannot_drop_a_field_the_handler_relies_on():
+    raw = raw_kalbar()
+    raw["required_fields"]["0400"].remove("90")
+    with pytest.raises(ProfileError, match="required_fields.0400 must include 90"):
+        profile_from_dict(raw)
