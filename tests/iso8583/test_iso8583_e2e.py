@@ -406,3 +406,39 @@ async def test_one_log_line_per_message_names_the_neutral_outcome(bank, bill):
         await asyncio.sleep(0.05)
     lines = [e for e in logs if e["event"] == "iso8583.message" and e.get("rrn") == paid.request["37"]]
     assert [(e["mti"], e["response_code"], e["outcome"]) for e in lines] == [("0200", "00", "posted"), ("0200", "00", "replayed")]
+
+
+def _payment_body(stan: str = "000321") -> bytes:
+    return codec.encode(
+        {"t": "0200", "2": "99999999999", "3": "500000", "4": "150000", "7": "0615103000", "11": stan,
+         "32": "123", "37": "000000000321", "49": "360"},
+        KALBAR,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "frame", "expected_stan"),
+    [
+        ("broken bitmap", codec.frame(b"0200ZZZZ" + _payment_body()[4:]), None),
+        ("truncated message", codec.frame(_payment_body()[:-6]), "000321"),
+        ("letters in a numeric field", codec.frame(_payment_body().replace(b"150000", b"15OOOO")), "000321"),
+        ("extra bytes after the last field", codec.frame(_payment_body() + b"tail"), "000321"),
+        ("longer than frame_bytes_max", codec.frame(b"0200" + b"9" * 5_000), None),
+        ("reversal with a broken bitmap", codec.frame(b"0400" + b"G" * 40), None),
+    ],
+)
+async def test_malformed_input_with_a_readable_mti_gets_30_on_the_same_link(gateway_server, name, frame, expected_stan):
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_server.iso_port)
+    try:
+        writer.write(frame + codec.frame(codec.encode({"t": "0800", "7": "0615103000", "11": "000999", "70": "301"}, KALBAR)))
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answers = [codec.decode((await codec.read_frame(reader, 4096)).body, KALBAR) for _ in range(2)]
+    finally:
+        writer.close()
+    answers.sort(key=lambda a: a["t"])
+    broken, echo = answers
+    assert (broken["t"], broken["39"]) == (("0410" if frame[2:6] == b"0400" else "0210"), "30"), name
+    assert broken.get("11") == expected_stan
+    assert (echo["t"], echo["39"]) == ("0810", "00")  # the link carried on
+    assert await posted_count(gateway_server.pool) == 0
