@@ -208,7 +208,9 @@ class Iso8583Client:
                 await self._writer.drain()
             response = await asyncio.wait_for(future, (timeout_ms or self.timeout_ms) / 1000)
         except TimeoutError:
-            raise ResponseTimeout(f"no {reply_mti} for STAN {request['11']} within {timeout_ms or self.timeout_ms} ms") from None
+            raise ResponseTimeout(
+                f"no {reply_mti} for STAN {request['11']} within {timeout_ms or self.timeout_ms} ms"
+            ) from None
         except (ConnectionError, AttributeError) as error:
             raise LinkDown(str(error)) from None
         finally:
@@ -286,10 +288,14 @@ class Iso8583Client:
         return await self.request(doc)
 
     async def status(self, original: Mapping[str, str]) -> Reply:
-        doc = self.financial("0200", "status", original["2"], int(original["4"]) // 10**self.profile.amount_minor_digits)
+        doc = self.financial(
+            "0200", "status", original["2"], int(original["4"]) // 10**self.profile.amount_minor_digits
+        )
         doc.update({"37": original["37"], "90": self._original_data(original)})
         return await self.request(doc)
 
     @staticmethod
     def _original_data(original: Mapping[str, str]) -> str:
-        return original_data(original["t"], original["11"], original["7"], original.get("32", ""), original.get("33", ""))
+        return original_data(
+            original["t"], original["11"], original["7"], original.get("32", ""), original.get("33", "")
+        )

@@ -125,7 +125,10 @@ def _checked(doc: Mapping[str, str], profile: Profile, skip: set[str]) -> dict[s
     return {
         key: value
         for key, value in doc.items()
-        if key in profile.echo_fields and key not in skip and value and check_content(profile.content.get(key, "ans"), value)
+        if key in profile.echo_fields
+        and key not in skip
+        and value
+        and check_content(profile.content.get(key, "ans"), value)
     }
 
 

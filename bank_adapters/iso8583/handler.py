@@ -207,7 +207,9 @@ class Handler:
 
     async def _reverse(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
         channel, key = self._original_identity(doc)
-        result = await self._call(lambda: self.payments.reverse(ReverseCommand(channel, key, reason=f"ISO 8583 {doc['t']}")))
+        result = await self._call(
+            lambda: self.payments.reverse(ReverseCommand(channel, key, reason=f"ISO 8583 {doc['t']}"))
+        )
         OUTCOME.set(result.outcome.value)
         return self.reply(doc, mti, f"reverse.{result.outcome.value}")
 

@@ -246,7 +246,9 @@ def profile_from_dict(raw: Mapping[str, Any], source: str = "<dict>") -> Profile
 def _build_spec(base_name: str, fields: Mapping[str, Any], source: str) -> tuple[dict, dict]:
     base = getattr(iso8583.specs, base_name, None)
     if not isinstance(base, dict):
-        raise ProfileError(f"profile {source}: base_spec {base_name!r}: expected a pyiso8583 spec such as 'default_ascii'")
+        raise ProfileError(
+            f"profile {source}: base_spec {base_name!r}: expected a pyiso8583 spec such as 'default_ascii'"
+        )
     spec = {key: dict(value) for key, value in base.items()}
     content = {key: ("b" if value["data_enc"] == "b" else "ans") for key, value in spec.items()}
     for key, value in fields.items():
@@ -271,7 +273,11 @@ def _build_spec(base_name: str, fields: Mapping[str, Any], source: str) -> tuple
 def _layout(items: list, source: str) -> tuple[BillDataItem, ...]:
     out = []
     for index, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("width"), int):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("name"), str)
+            or not isinstance(item.get("width"), int)
+        ):
             raise ProfileError(f"profile {source}: bill_data_layout[{index}]: expected {{'name': str, 'width': int}}")
         out.append(BillDataItem(item["name"], item["width"], _layout(item.get("item", []), source)))
     return tuple(out)

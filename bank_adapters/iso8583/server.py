@@ -64,7 +64,9 @@ class ServerLimits:
             try:
                 value = int(str(raw).strip())
             except ValueError:
-                raise SettingsError(f"iso8583 setting {name}={raw!r}: expected a whole number from {low} to {high}") from None
+                raise SettingsError(
+                    f"iso8583 setting {name}={raw!r}: expected a whole number from {low} to {high}"
+                ) from None
             if not low <= value <= high:
                 raise SettingsError(f"iso8583 setting {name}={value}: expected {low} to {high}")
             values[name] = value
@@ -72,7 +74,9 @@ class ServerLimits:
 
 
 class Iso8583Server:
-    def __init__(self, profile: Profile, handler: Handler, limits: ServerLimits, host: str, port: int, reuse_port: bool = False) -> None:
+    def __init__(
+        self, profile: Profile, handler: Handler, limits: ServerLimits, host: str, port: int, reuse_port: bool = False
+    ) -> None:
         self.profile = profile
         self.handler = handler
         self.limits = limits
@@ -138,7 +142,9 @@ class Iso8583Server:
 
 
 class Link:
-    def __init__(self, server: Iso8583Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link_id: str, peer: str) -> None:
+    def __init__(
+        self, server: Iso8583Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link_id: str, peer: str
+    ) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
@@ -226,14 +232,18 @@ class Link:
     def _respond_to_broken(self, frame: codec.Frame) -> dict[str, str] | None:
         mti = codec.readable_mti(frame.body)
         reply_mti = response_mti(mti) if mti else None
-        log.warning("iso8583.frame_too_long", link=self.state.link_id, mti=mti, frame_bytes_max=self.limits.frame_bytes_max)
+        log.warning(
+            "iso8583.frame_too_long", link=self.state.link_id, mti=mti, frame_bytes_max=self.limits.frame_bytes_max
+        )
         if reply_mti is None:
             return None
         return self.server.handler.reply({}, reply_mti, "format_error")
 
     def _respond_to_error(self, error: codec.MessageError, size_bytes: int) -> dict[str, str] | None:
         reply_mti = response_mti(error.mti) if error.mti else None
-        log.warning("iso8583.malformed", link=self.state.link_id, mti=error.mti, reason=error.reason, size_bytes=size_bytes)
+        log.warning(
+            "iso8583.malformed", link=self.state.link_id, mti=error.mti, reason=error.reason, size_bytes=size_bytes
+        )
         if reply_mti is None:
             return None
         return self.server.handler.reply(error.fields, reply_mti, "format_error")

@@ -18,7 +18,9 @@ async def journal_count(pool: asyncpg.Pool) -> int:
     return await pool.fetchval("select count(*) from journal_entries")
 
 
-async def start_adapter(gateway_server, settings: dict | None = None, payments: PaymentsPort | None = None) -> Iso8583Adapter:
+async def start_adapter(
+    gateway_server, settings: dict | None = None, payments: PaymentsPort | None = None
+) -> Iso8583Adapter:
     """A second ISO 8583 adapter on the gateway's database, with its own settings
     (the gateway's own adapter runs the defaults)."""
     adapter = adapter_factory()

@@ -20,8 +20,18 @@ from bank_adapters.iso8583.profile import (
 KALBAR = load_profile("bank_kalbar")
 
 PAYMENT = {
-    "t": "0200", "2": "12345678901", "3": "500000", "4": "000000250000", "7": "0615103000",
-    "11": "000042", "12": "173000", "13": "0615", "18": "6017", "32": "123", "37": "000000000777", "49": "360",
+    "t": "0200",
+    "2": "12345678901",
+    "3": "500000",
+    "4": "000000250000",
+    "7": "0615103000",
+    "11": "000042",
+    "12": "173000",
+    "13": "0615",
+    "18": "6017",
+    "32": "123",
+    "37": "000000000777",
+    "49": "360",
 }
 
 
@@ -118,8 +128,19 @@ def test_encoding_fits_values_to_the_spec():
 
 @pytest.mark.parametrize(
     ("request_mti", "reply"),
-    [("0200", "0210"), ("0220", "0230"), ("0221", "0230"), ("0400", "0410"), ("0401", "0410"),
-     ("0420", "0430"), ("0421", "0430"), ("0800", "0810"), ("0300", "0310"), ("0210", None), ("02X0", None)],
+    [
+        ("0200", "0210"),
+        ("0220", "0230"),
+        ("0221", "0230"),
+        ("0400", "0410"),
+        ("0401", "0410"),
+        ("0420", "0430"),
+        ("0421", "0430"),
+        ("0800", "0810"),
+        ("0300", "0310"),
+        ("0210", None),
+        ("02X0", None),
+    ],
 )
 def test_response_mti(request_mti, reply):
     assert response_mti(request_mti) == reply
@@ -129,14 +150,24 @@ def test_original_data_elements_round_trip():
     de90 = original_data("0200", "42", "0615103000", "123")
     assert len(de90) == 42
     original = parse_original(de90)
-    assert (original.mti, original.stan, original.transmitted, original.acquirer) == ("0200", "000042", "0615103000", "00000000123")
+    assert (original.mti, original.stan, original.transmitted, original.acquirer) == (
+        "0200",
+        "000042",
+        "0615103000",
+        "00000000123",
+    )
 
 
 def test_bill_data_renders_fixed_width_and_reads_back():
-    values = {"payer_name": "PT Sungai Kapuas Jaya", "period": "202506", "due_date": "20250715", "detail_count": 2,
-              "details": [{"code": "JKK", "amount_rupiah": 1200}, {"code": "JHT", "amount_rupiah": 5700}]}
+    values = {
+        "payer_name": "PT Sungai Kapuas Jaya",
+        "period": "202506",
+        "due_date": "20250715",
+        "detail_count": 2,
+        "details": [{"code": "JKK", "amount_rupiah": 1200}, {"code": "JHT", "amount_rupiah": 5700}],
+    }
     text = bill_data.render(KALBAR.bill_data_layout, values)
-    assert text == "PT Sungai Kapuas Jaya         " "202506" "20250715" "02" "JKK  000000001200" "JHT  000000005700"
+    assert text == "PT Sungai Kapuas Jaya         2025062025071502JKK  000000001200JHT  000000005700"
     back = bill_data.parse(KALBAR.bill_data_layout, text)
     assert back["payer_name"] == "PT Sungai Kapuas Jaya"
     assert [(d["code"], int(d["amount_rupiah"])) for d in back["details"]] == [("JKK", 1200), ("JHT", 5700)]
@@ -206,7 +237,12 @@ def test_a_cutoff_window_may_span_midnight():
 
 
 def test_every_neutral_outcome_has_a_response_code_in_every_profile():
-    from bank_adapters.base import InquiryOutcome, PayOutcome, ReverseOutcome, StatusOutcome
+    from bank_adapters.base import (
+        InquiryOutcome,
+        PayOutcome,
+        ReverseOutcome,
+        StatusOutcome,
+    )
 
     keys = [f"inquiry.{o.value}" for o in InquiryOutcome] + [f"pay.{o.value}" for o in PayOutcome]
     keys += [f"reverse.{o.value}" for o in ReverseOutcome] + [f"status.{o.value}" for o in StatusOutcome]
@@ -243,7 +279,11 @@ def test_unusable_limits_name_the_setting(settings, message):
 
 @pytest.mark.parametrize(
     ("settings", "message"),
-    [({"port": "http"}, "port='http'"), ({"port": "70000"}, "port='70000'"), ({"port": "0", "profile": "nope"}, "built-in profiles")],
+    [
+        ({"port": "http"}, "port='http'"),
+        ({"port": "70000"}, "port='70000'"),
+        ({"port": "0", "profile": "nope"}, "built-in profiles"),
+    ],
 )
 async def test_the_adapter_refuses_to_start_on_bad_settings(settings, message):
     from bank_adapters.base import AdapterContext

@@ -10,7 +10,13 @@ import asyncio
 import datetime as dt
 
 import pytest
-from iso8583_helpers import BrokenPayments, SlowPayments, journal_count, posted_count, start_adapter
+from iso8583_helpers import (
+    BrokenPayments,
+    SlowPayments,
+    journal_count,
+    posted_count,
+    start_adapter,
+)
 
 from bank_adapters.iso8583 import codec
 from bank_adapters.iso8583.client import Iso8583Client, LinkDown
@@ -279,7 +285,9 @@ async def test_0400_reversal_after_payment_undoes_it_once(bank, bill, gateway_se
     assert (await bank.inquiry(bill.payment_code)).code == "00"  # the bill is open again
 
 
-async def test_0400_reversal_before_payment_answers_00_posts_nothing_and_declines_the_payment(bank, bill, gateway_server):
+async def test_0400_reversal_before_payment_answers_00_posts_nothing_and_declines_the_payment(
+    bank, bill, gateway_server
+):
     never_seen = bank.financial("0200", "payment", bill.payment_code, bill.total_rupiah)
     reversal = await bank.reverse(never_seen)
     assert (reversal.response["t"], reversal.code) == ("0410", "00")
@@ -405,13 +413,25 @@ async def test_one_log_line_per_message_names_the_neutral_outcome(bank, bill):
         await bank.request(paid.request)
         await asyncio.sleep(0.05)
     lines = [e for e in logs if e["event"] == "iso8583.message" and e.get("rrn") == paid.request["37"]]
-    assert [(e["mti"], e["response_code"], e["outcome"]) for e in lines] == [("0200", "00", "posted"), ("0200", "00", "replayed")]
+    assert [(e["mti"], e["response_code"], e["outcome"]) for e in lines] == [
+        ("0200", "00", "posted"),
+        ("0200", "00", "replayed"),
+    ]
 
 
 def _payment_body(stan: str = "000321") -> bytes:
     return codec.encode(
-        {"t": "0200", "2": "99999999999", "3": "500000", "4": "150000", "7": "0615103000", "11": stan,
-         "32": "123", "37": "000000000321", "49": "360"},
+        {
+            "t": "0200",
+            "2": "99999999999",
+            "3": "500000",
+            "4": "150000",
+            "7": "0615103000",
+            "11": stan,
+            "32": "123",
+            "37": "000000000321",
+            "49": "360",
+        },
         KALBAR,
     )
 
@@ -430,7 +450,9 @@ def _payment_body(stan: str = "000321") -> bytes:
 async def test_malformed_input_with_a_readable_mti_gets_30_on_the_same_link(gateway_server, name, frame, expected_stan):
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway_server.iso_port)
     try:
-        writer.write(frame + codec.frame(codec.encode({"t": "0800", "7": "0615103000", "11": "000999", "70": "301"}, KALBAR)))
+        writer.write(
+            frame + codec.frame(codec.encode({"t": "0800", "7": "0615103000", "11": "000999", "70": "301"}, KALBAR))
+        )
         await writer.drain()
         async with asyncio.timeout(5):
             answers = [codec.decode((await codec.read_frame(reader, 4096)).body, KALBAR) for _ in range(2)]

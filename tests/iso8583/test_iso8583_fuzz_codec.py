@@ -13,11 +13,30 @@ KALBAR = load_profile("bank_kalbar")
 SEEDS = [
     codec.encode(doc, KALBAR)
     for doc in (
-        {"t": "0200", "2": "12345678901", "3": "500000", "4": "250000", "7": "0615103000", "11": "000042",
-         "32": "123", "37": "000000000777", "48": "PT Sungai Kapuas", "49": "360"},
+        {
+            "t": "0200",
+            "2": "12345678901",
+            "3": "500000",
+            "4": "250000",
+            "7": "0615103000",
+            "11": "000042",
+            "32": "123",
+            "37": "000000000777",
+            "48": "PT Sungai Kapuas",
+            "49": "360",
+        },
         {"t": "0800", "7": "0615103000", "11": "000043", "70": "001"},
-        {"t": "0400", "2": "12345678901", "3": "500000", "4": "250000", "7": "0615103000", "11": "000044",
-         "32": "123", "37": "000000000777", "90": "0" * 42},
+        {
+            "t": "0400",
+            "2": "12345678901",
+            "3": "500000",
+            "4": "250000",
+            "7": "0615103000",
+            "11": "000044",
+            "32": "123",
+            "37": "000000000777",
+            "90": "0" * 42,
+        },
     )
 ]
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -42,7 +61,11 @@ def test_random_bytes_never_escape_as_anything_but_a_message_error(body):
 
 
 @FUZZ
-@given(st.sampled_from(SEEDS), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8), st.integers(0, 400))
+@given(
+    st.sampled_from(SEEDS),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
+    st.integers(0, 400),
+)
 def test_mutated_valid_messages_decode_or_fail_cleanly(seed, flips, cut):
     body = bytearray(seed)
     for position, value in flips:

@@ -43,8 +43,17 @@ async def test_50_concurrent_links_pay_distinct_bills_each_posted_exactly_once(g
 
 
 def templates() -> list[dict[str, str]]:
-    common = {"2": NO_SUCH_BILL, "7": "0615103000", "11": "000001", "12": "173000", "13": "0615", "18": "6017",
-              "32": "123", "37": "000000000777", "49": "360"}
+    common = {
+        "2": NO_SUCH_BILL,
+        "7": "0615103000",
+        "11": "000001",
+        "12": "173000",
+        "13": "0615",
+        "18": "6017",
+        "32": "123",
+        "37": "000000000777",
+        "49": "360",
+    }
     return [
         {"t": "0200", "3": "380000", "4": "0", **common},
         {"t": "0200", "3": "500000", "4": "1500000", **common},
@@ -135,7 +144,9 @@ async def test_fuzz_thousands_of_hostile_frames_no_crash_no_hang_no_posting(gate
     started = time.perf_counter()
     with structlog.testing.capture_logs() as logs:
         await fuzz_with_an_honest_link_alongside(port, bill)
-    failures = [e for e in logs if e["event"] in ("iso8583.link_failed", "iso8583.message_failed", "iso8583.port_failed")]
+    failures = [
+        e for e in logs if e["event"] in ("iso8583.link_failed", "iso8583.message_failed", "iso8583.port_failed")
+    ]
     assert failures == []
     assert sum(1 for e in logs if e["event"] == "iso8583.malformed") > 1_000
     pool = gateway_server.pool
