@@ -177,3 +177,20 @@ async def fuzz_with_an_honest_link_alongside(port: int, bill) -> None:
     async with Iso8583Client("127.0.0.1", port) as fresh:
         assert (await fresh.echo()).code == "00"
     assert sum(answered) > 1_000  # much of the garbage still had a readable MTI and got its 30
+
+
+async def test_the_same_0200_on_ten_links_at_once_posts_once_and_answers_00_everywhere(gateway_server, bills):
+    bill = await bills.create(workers=2)
+    port = gateway_server.iso_port
+    links = [Iso8583Client("127.0.0.1", port) for _ in range(10)]
+    for link in links:
+        await link.connect()
+    try:
+        request = links[0].financial("0200", "payment", bill.payment_code, bill.total_rupiah)
+        replies = await asyncio.gather(*(link.request(request) for link in links))
+    finally:
+        for link in links:
+            await link.close()
+    assert [reply.code for reply in replies] == ["00"] * 10
+    assert await posted_count(gateway_server.pool) == 1
+    assert await journal_count(gateway_server.pool) == 1
