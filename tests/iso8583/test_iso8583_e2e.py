@@ -464,3 +464,16 @@ async def test_malformed_input_with_a_readable_mti_gets_30_on_the_same_link(gate
     assert broken.get("11") == expected_stan
     assert (echo["t"], echo["39"]) == ("0810", "00")  # the link carried on
     assert await posted_count(gateway_server.pool) == 0
+
+
+async def test_two_gateway_processes_can_share_the_port_with_reuse_port(gateway_server, bill):
+    first = await start_adapter(gateway_server, {"reuse_port": "true"})
+    second = await start_adapter(gateway_server, {"reuse_port": "true", "port": str(first.port)})
+    try:
+        assert second.port == first.port
+        async with Iso8583Client("127.0.0.1", first.port) as bank:
+            assert (await bank.pay_bill(bill.payment_code)).code == "00"
+    finally:
+        await second.stop()
+        await first.stop()
+    assert await posted_count(gateway_server.pool) == 1
