@@ -115,8 +115,9 @@ class Handler:
     async def handle(self, doc: Mapping[str, str], link: LinkState) -> dict[str, str]:
         mti = doc["t"]
         reply_mti = response_mti(mti)
-        if mti not in RESPONSES or reply_mti is None:
-            return self.reply(doc, reply_mti or "", "format_error")
+        assert reply_mti is not None, "the server drops responses and unreadable MTIs before handling"
+        if mti not in RESPONSES:
+            return self.reply(doc, reply_mti, "format_error")
         base = mti[:3] + "0"
         missing = [f for f in self.profile.required_fields.get(base, ()) if not doc.get(f)]
         if missing:
