@@ -97,7 +97,13 @@ class Gateway:
             size_max=settings.pool_size_max,
             statement_timeout_ms=settings.statement_timeout_ms,
         )
-        self.payments = PaymentsService(self.pool, clock=self.clock)
+        self.payments = PaymentsService(
+            self.pool,
+            clock=self.clock,
+            batch_size_max=settings.posting_batch_size_max,
+            batch_wait_ms=settings.posting_batch_wait_ms,
+            batches_in_flight_max=settings.posting_batches_in_flight_max,
+        )
         self.hub = EventHub(
             self.pool,
             self.database_url,
@@ -137,6 +143,8 @@ class Gateway:
             await self.runner.cleanup()
         if self.hub is not None:
             await self.hub.stop()
+        if self.payments is not None:
+            await self.payments.close()
         if self.pool is not None:
             await self.pool.close()
 

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     csv_body_bytes_max: int = Field(default=32 * 1_048_576, ge=1024)
     participants_per_request_max: int = Field(default=100_000, ge=1)
 
+    # Group commit: payments arriving together share one statement and commit.
+    posting_batch_size_max: int = Field(default=64, ge=1, le=10_000)
+    posting_batch_wait_ms: int = Field(default=1, ge=0, le=1000)
+    posting_batches_in_flight_max: int = Field(default=2, ge=1, le=64)
+
     # How long an unpaid bill's payment code stays payable after its due date.
     bill_expiry_days_after_due: int = Field(default=90, ge=0)
     # Province workforce used as the coverage denominator (Sakernas 2025).

@@ -9,6 +9,11 @@ not on memory, so any number of gateway processes may share one PostgreSQL:
   200 concurrent payments of one bill queue on that bill only, never on the
   shared clearing or fund accounts (postings are append-only inserts: see
   docs/ledger.md).
+
+Payments are posted in micro-batches (group commit, `PostingBatcher`): one
+statement and one commit for every payment that arrived while the previous
+batch was being written, each still decided on its own by `kanal_pay`
+(migration 0002) and answered with its own result.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from bank_adapters.base import (
     StatusResult,
 )
 from gateway.store import ledger
+from gateway.store.batching import PostingBatcher
 
 Clock = Callable[[], dt.datetime]
 
@@ -69,12 +75,31 @@ _BILL_SQL = """
 class PaymentsService:
     """Implements `bank_adapters.base.PaymentsPort` on PostgreSQL."""
 
-    def __init__(self, pool: asyncpg.Pool, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        clock: Clock = utc_now,
+        *,
+        batch_size_max: int = 64,
+        batch_wait_ms: int = 1,
+        batches_in_flight_max: int = 2,
+    ) -> None:
         self.pool = pool
         self.clock = clock
+        self.batcher = PostingBatcher(
+            pool,
+            batch_size_max=batch_size_max,
+            batch_wait_ms=batch_wait_ms,
+            batches_in_flight_max=batches_in_flight_max,
+            on_batch=lambda seconds, size: self._observe_batch(seconds, size),
+        )
         # Called after every operation with (operation, seconds, outcome):
         # metrics and the conformance log hang here. Observers must not raise.
         self.observers: list[Callable[[str, float, str], None]] = []
+
+    def _observe_batch(self, seconds: float, size: int) -> None:
+        for observer in self.observers:
+            observer("pay_batch", seconds, str(size))
 
     def _observe(self, operation: str, started: float, outcome: str) -> None:
         elapsed = time.perf_counter() - started
@@ -122,89 +147,22 @@ class PaymentsService:
         if command.amount_rupiah <= 0:
             return PayResult(PayOutcome.WRONG_AMOUNT, command.payment_code, command.amount_rupiah)
         started = time.perf_counter()
-        result = await self._pay_once(command)
+        row = await self.batcher.submit(command, self.clock())
+        result = PayResult(
+            outcome=PayOutcome(row["outcome"]),
+            payment_code=command.payment_code,
+            amount_rupiah=row["amount_rupiah"],
+            payment_id=row["payment_id"],
+            journal_entry_id=row["entry_id"],
+            posted_at=row["posted_at"],
+            payer_name=row["payer_name"] or "",
+            details=tuple(bill_detail(code, amount) for code, amount in (row["details"] or [])),
+        )
         self._observe("pay", started, str(result.outcome))
         return result
 
-    async def _pay_once(self, command: PayCommand) -> PayResult:
-        try:
-            return await self._pay(command)
-        except asyncpg.UniqueViolationError:
-            # The same key raced in on another bill (or another process): the
-            # first committed; answer from what it committed.
-            async with self.pool.acquire() as conn:
-                earlier = await self._replay(conn, command)
-            if earlier is None:  # pragma: no cover - a unique violation implies a row
-                raise
-            return earlier
-
-    async def _pay(self, command: PayCommand) -> PayResult:
-        now = self.clock()
-        async with self.pool.acquire() as conn, conn.transaction():
-            earlier = await self._replay(conn, command)
-            if earlier is not None:
-                return earlier
-            bill = await conn.fetchrow(_BILL_SQL + " for update of b", command.payment_code)
-            if bill is None:
-                return PayResult(PayOutcome.UNKNOWN_CODE, command.payment_code, command.amount_rupiah)
-            if bill["status"] == "paid":
-                # A concurrent request under the same key may have won the
-                # bill lock: the new snapshot shows its committed payment.
-                earlier = await self._replay(conn, command)
-                if earlier is not None:
-                    return earlier
-                return PayResult(PayOutcome.PAID_BILL, command.payment_code, bill["total_rupiah"])
-            if bill["expires_at"] <= now:
-                return PayResult(PayOutcome.EXPIRED, command.payment_code, bill["total_rupiah"])
-            if command.amount_rupiah != bill["total_rupiah"]:
-                return PayResult(PayOutcome.WRONG_AMOUNT, command.payment_code, bill["total_rupiah"])
-            posted = await ledger.post_payment(conn, bill, command, now)
-            details = await self._details(conn, bill["id"])
-        return PayResult(
-            outcome=PayOutcome.POSTED,
-            payment_code=command.payment_code,
-            amount_rupiah=command.amount_rupiah,
-            payment_id=posted.payment_id,
-            journal_entry_id=posted.entry_id,
-            posted_at=posted.posted_at,
-            payer_name=bill["payer_name"],
-            details=details,
-        )
-
-    async def _replay(self, conn: asyncpg.Connection, command: PayCommand) -> PayResult | None:
-        """The answer for a key seen before, or None for a new key."""
-        row = await conn.fetchrow(
-            """select p.id, p.payment_code, p.amount_rupiah, p.status, p.posted_at, j.id as entry_id
-                 from payments p
-                 join journal_entries j on j.payment_id = p.id and j.kind = 'payment'
-                where p.channel = $1 and p.idempotency_key = $2""",
-            command.channel,
-            command.idempotency_key,
-        )
-        if row is None:
-            tombstone = await conn.fetchval(
-                "select 1 from reversal_tombstones where channel = $1 and idempotency_key = $2",
-                command.channel,
-                command.idempotency_key,
-            )
-            if tombstone:
-                return PayResult(PayOutcome.REVERSED, command.payment_code, command.amount_rupiah)
-            return None
-        if row["payment_code"] != command.payment_code or row["amount_rupiah"] != command.amount_rupiah:
-            return PayResult(PayOutcome.CONFLICT, command.payment_code, row["amount_rupiah"], payment_id=row["id"])
-        if row["status"] == "reversed":
-            return PayResult(PayOutcome.REVERSED, command.payment_code, row["amount_rupiah"], payment_id=row["id"])
-        bill = await conn.fetchrow(_BILL_SQL, command.payment_code)
-        return PayResult(
-            outcome=PayOutcome.REPLAYED,
-            payment_code=row["payment_code"],
-            amount_rupiah=row["amount_rupiah"],
-            payment_id=row["id"],
-            journal_entry_id=row["entry_id"],
-            posted_at=row["posted_at"],
-            payer_name=bill["payer_name"] if bill else "",
-            details=await self._details(conn, bill["id"]) if bill else (),
-        )
+    async def close(self) -> None:
+        await self.batcher.drain()
 
     # ------------------------------------------------------------- reverse --
 

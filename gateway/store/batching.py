@@ -1,0 +1,160 @@
+"""Group commit for payments.
+
+Concurrent `pay` calls are gathered into micro-batches. A batch is one
+statement (`kanal_pay` applied to each item through a LATERAL join, in
+payment-code order) and therefore one transaction and one WAL flush, while
+each item is still decided on its own, with the same constraints and locks as
+alone. Each caller gets its own row back.
+
+Why this is still exactly-once (docs/ledger.md has the long form):
+- every guarantee lives in the database (unique indexes, the bill row lock,
+  the balance triggers), not in the batcher; a batch only shares a commit;
+- items of one batch run one after the other inside the statement, so a
+  second request for the same key or bill in the same batch sees the first
+  one's uncommitted rows and answers `replayed` / `paid_bill`;
+- items are sorted by payment code, so any two batches (in this process or
+  another) lock bills in the same order and cannot deadlock on them;
+- if a batch fails as a whole (a fault, not an outcome: outcomes are rows),
+  nothing of it committed, and each of its items is retried alone, so one
+  poisonous item fails only itself.
+
+Limits, with units: `batch_size_max` items per batch, `batch_wait_ms` waited
+for stragglers only while another batch is in flight (an idle gateway adds no
+delay), `batches_in_flight_max` batches writing at once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import time
+from collections.abc import Callable
+
+import asyncpg
+
+from bank_adapters.base import PayCommand
+
+_BATCH_SQL = """
+select t.n, r.*
+  from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[])
+       with ordinality as t(channel, idempotency_key, payment_code, amount_rupiah, bank_reference, now, n)
+ cross join lateral kanal_pay(t.channel, t.idempotency_key, t.payment_code, t.amount_rupiah,
+                              t.bank_reference, t.now) r
+ order by t.n
+"""
+
+_ONE_SQL = "select * from kanal_pay($1, $2, $3, $4, $5, $6)"
+
+Item = tuple[PayCommand, dt.datetime, asyncio.Future]
+
+
+class PostingBatcher:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        batch_size_max: int = 64,
+        batch_wait_ms: int = 1,
+        batches_in_flight_max: int = 2,
+        on_batch: Callable[[float, int], None] | None = None,
+    ) -> None:
+        assert batch_size_max >= 1 and batches_in_flight_max >= 1 and batch_wait_ms >= 0
+        self.pool = pool
+        self.batch_size_max = batch_size_max
+        self.batch_wait_ms = batch_wait_ms
+        self.batches_in_flight_max = batches_in_flight_max
+        self.on_batch = on_batch
+        self._queue: collections.deque[Item] = collections.deque()
+        self._runner: asyncio.Task | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._in_flight: set[asyncio.Task] = set()
+        self.batches = 0
+        self.items = 0
+
+    async def submit(self, command: PayCommand, now: dt.datetime) -> asyncpg.Record:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((command, now, future))
+        # The runner exits when the queue is empty, so an idle batcher holds
+        # no task; the next submit starts a new one.
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name="kanal-posting-batcher")
+        return await future
+
+    async def drain(self) -> None:
+        """Wait for every submitted item to be answered."""
+        while self._runner is not None and not self._runner.done() or self._in_flight:
+            await asyncio.gather(*([self._runner] if self._runner else []), *self._in_flight, return_exceptions=True)
+
+    async def _run(self) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.batches_in_flight_max)
+        while self._queue:
+            await self._slots.acquire()
+            if self.batch_wait_ms and self._in_flight and len(self._queue) < self.batch_size_max:
+                await asyncio.sleep(self.batch_wait_ms / 1000)
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size_max))]
+            if not batch:
+                self._slots.release()
+                break
+            task = asyncio.create_task(self._execute(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        assert self._slots is not None
+        self._slots.release()
+
+    async def _execute(self, batch: list[Item]) -> None:
+        # A fixed lock order across batches: bills are locked in code order.
+        batch.sort(key=lambda item: (item[0].payment_code, item[0].channel, item[0].idempotency_key))
+        started = time.perf_counter()
+        try:
+            rows = await self.pool.fetch(
+                _BATCH_SQL,
+                [c.channel for c, _, _ in batch],
+                [c.idempotency_key for c, _, _ in batch],
+                [c.payment_code for c, _, _ in batch],
+                [c.amount_rupiah for c, _, _ in batch],
+                [c.bank_reference for c, _, _ in batch],
+                [now for _, now, _ in batch],
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            if len(batch) == 1:
+                _settle(batch[0][2], error=error)
+                return
+            # Nothing of the batch committed: decide each item alone.
+            await asyncio.gather(*(self._execute_one(item) for item in batch))
+            return
+        except BaseException as error:  # cancellation: nobody may wait forever
+            for _, _, future in batch:
+                _settle(future, error=error if isinstance(error, Exception) else asyncio.CancelledError())
+            raise
+        self.batches += 1
+        self.items += len(batch)
+        if self.on_batch is not None:
+            self.on_batch(time.perf_counter() - started, len(batch))
+        for (_, _, future), row in zip(batch, rows, strict=True):
+            _settle(future, result=row)
+
+    async def _execute_one(self, item: Item) -> None:
+        command, now, future = item
+        try:
+            row = await self.pool.fetchrow(
+                _ONE_SQL, command.channel, command.idempotency_key, command.payment_code,
+                command.amount_rupiah, command.bank_reference, now,
+            )
+        except Exception as error:  # noqa: BLE001 - handed to the caller
+            _settle(future, error=error)
+            return
+        _settle(future, result=row)
+
+
+def _settle(future: asyncio.Future, *, result=None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
