@@ -155,26 +155,75 @@ def _overrides(**values) -> dict:
 @main.command()
 @_serve_options
 @click.option("--sandbox/--no-sandbox", default=None, help="Explain refused signatures in responses. [default: off]")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Gateway processes sharing the HTTP and ISO 8583 ports (SO_REUSEPORT); all use one PostgreSQL. [default: 1]",
+)
 @click.pass_obj
-def serve(services: Services, host, http_port, iso8583_port, sandbox) -> None:
+def serve(services: Services, host, http_port, iso8583_port, sandbox, workers) -> None:
     """Run the gateway: employer API, bank adapters, live coverage stream.
 
     \b
-    Example:
+    Examples:
       kanal serve --port 8080 --iso8583-port 8583
+      kanal serve --workers 2          two processes, one port, one database
       curl http://127.0.0.1:8080/readyz
     """
-    from gateway.runtime import Gateway, resolve_database_url
+    from gateway.runtime import Gateway, prepare_database, resolve_database_url
 
-    settings = services.settings(**_overrides(host=host, http_port=http_port, iso8583_port=iso8583_port, sandbox=sandbox))
+    settings = services.settings(
+        **_overrides(host=host, http_port=http_port, iso8583_port=iso8583_port, sandbox=sandbox, workers=workers)
+    )
     _configure_logging(settings)
     url, server = resolve_database_url(settings)
+    if settings.workers > 1:
+        from bank_adapters.registry import load_adapters
+
+        asyncio.run(prepare_database(url, load_adapters(), embedded=server is not None))
+        sys.exit(_serve_workers(settings, url))
     gateway = Gateway(settings=settings, database_url=url, embedded=server is not None)
 
     async def ready() -> None:
         click.echo(f"Kanal serving on {gateway.url} (docs: {gateway.url}/docs); Ctrl-C to stop", err=True)
 
     asyncio.run(_serve_until_stopped(gateway, ready))
+
+
+def _serve_workers(settings: Settings, database_url: str) -> int:
+    """Run `settings.workers` gateway processes bound with SO_REUSEPORT; stop
+    them all on Ctrl-C or SIGTERM. The parent keeps the embedded PostgreSQL."""
+    import os
+    import subprocess
+
+    if settings.http_port == 0 or settings.iso8583_port == 0:
+        raise click.UsageError("--workers needs fixed ports (not 0): the processes must share them")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KANAL_HOST": settings.host,
+        "KANAL_HTTP_PORT": str(settings.http_port),
+        "KANAL_ISO8583_PORT": str(settings.iso8583_port),
+        "KANAL_SANDBOX": "true" if settings.sandbox else "false",
+        "KANAL_ADMIN_TOKEN": settings.ensure_admin_token(),
+        "KANAL_REUSE_PORT": "true",
+        "KANAL_WORKERS": "1",
+    }
+    children = [
+        subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env) for _ in range(settings.workers)
+    ]
+    click.echo(f"Kanal: {settings.workers} gateway processes on http://{settings.host}:{settings.http_port}", err=True)
+
+    def stop(*_args) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
 
 
 @main.command()

@@ -56,6 +56,8 @@ def adapter_settings(settings: Settings, name: str) -> dict[str, str]:
     values = {k.lower(): v for k, v in settings.adapters.get(name, {}).items()}
     if name == "iso8583":
         values.setdefault("port", str(settings.iso8583_port))
+        if settings.reuse_port:
+            values.setdefault("reuse_port", "true")
     return values
 
 
@@ -83,7 +85,7 @@ class Gateway:
     def adapter(self, name: str) -> BankAdapter:
         return next(a for a in self.adapters if a.name == name)
 
-    async def start(self, *, reuse_port: bool = False, migrate_first: bool = True) -> Gateway:
+    async def start(self, *, reuse_port: bool | None = None, migrate_first: bool = True) -> Gateway:
         settings = self.settings
         admin_token = settings.ensure_admin_token()
         self.adapters = load_adapters(self.adapter_names)
@@ -129,7 +131,7 @@ class Gateway:
         self.app = create_app(settings, self.pool, self.payments, self.hub, list(zip(self.adapters, self.contexts, strict=True)))
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await self.runner.setup()
-        sock = _listen_socket(settings.host, settings.http_port, reuse_port)
+        sock = _listen_socket(settings.host, settings.http_port, settings.reuse_port if reuse_port is None else reuse_port)
         site = web.SockSite(self.runner, sock)
         await site.start()
         self.http_port = sock.getsockname()[1]

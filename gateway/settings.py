@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     iso8583_port: int = Field(default=8583, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="gateway processes sharing the ports (SO_REUSEPORT)")
+    # Bind with SO_REUSEPORT so several gateway processes share one port.
+    reuse_port: bool = False
 
     # Guards the ops and partner-administration routes. Generated at start when empty.
     admin_token: SecretStr = SecretStr("")
