@@ -32,7 +32,7 @@ from bank_adapters.base import (
     PayResult,
     StatusOutcome,
 )
-from bank_adapters.snap import partners, protocol, store
+from bank_adapters.snap import faults, partners, protocol, store
 from bank_adapters.snap.protocol import Case
 from bank_adapters.snap.ratelimit import RateLimiter
 from schemas.snap import InquiryRequest, PaymentRequest, StatusRequest, TokenRequest, first_problem
@@ -53,6 +53,8 @@ class Settings:
     body_bytes_max: int = 65_536
     partner_cache_ttl_s: float = 5.0
     timestamp_tolerance_s: int | None = None  # default for new partners; None: the profile's
+    magic_latency_ms: int = 3_000  # added by the magic value 11 (see faults.py)
+    fault_hold_ms: int = 30_000  # an unanswered connection (lost response, timeout) is held this long
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -65,6 +67,14 @@ class Settings:
             kind = float if name == "partner_cache_ttl_s" else int
             parsed[name] = None if value in (None, "") else kind(value)
         return cls(**parsed)
+
+
+class InjectedFault(Exception):
+    """A fault ordered before anything is committed (faults.py)."""
+
+    def __init__(self, fault: faults.Fault) -> None:
+        super().__init__(str(fault))
+        self.fault = fault
 
 
 class Refusal(Exception):
@@ -130,10 +140,18 @@ class SnapServer:
             request_body="",
             external_id=request.headers.get("X-EXTERNAL-ID"),
         )
+        unanswered = False
         try:
             body_text = await _read_body(request)
             exchange.request_body = body_text
             case, payload = await decide(request, body_text, exchange)
+        except InjectedFault as injected:
+            if injected.fault is faults.Fault.SERVER_ERROR:
+                case, payload = protocol.GENERAL_ERROR, {"additionalInfo": {"fault": str(injected.fault)}}
+            elif injected.fault is faults.Fault.TOO_MANY_REQUESTS:
+                case, payload = protocol.TOO_MANY_REQUESTS, {"additionalInfo": {"fault": str(injected.fault)}}
+            else:
+                case, payload, unanswered = protocol.TIMEOUT, {}, True
         except Refusal as refusal:
             case, payload = refusal.case, self._refusal_payload(refusal)
             exchange.rule = refusal.rule
@@ -141,11 +159,18 @@ class SnapServer:
             log.exception("snap.general_error", service=service, path=request.path)
             case, payload = protocol.GENERAL_ERROR, {"additionalInfo": {"rule": "internal"}}
             exchange.rule = "internal"
+        plan: faults.Plan | None = exchange.plan
+        if plan is not None:
+            exchange.fault = plan.label
+            if plan.latency_ms:
+                await asyncio.sleep(plan.latency_ms / 1000)
+            unanswered = unanswered or plan.lost_response
         code = case.code(service)
         body = {"responseCode": code, "responseMessage": payload.pop("responseMessage", case.message), **payload}
-        exchange.http_status = case.http_status
-        exchange.response_code = code
-        exchange.response_body = body
+        body_bytes = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        exchange.http_status = 0 if unanswered else case.http_status
+        exchange.response_code = "" if unanswered else code
+        exchange.response_body = {} if unanswered else body
         exchange.duration_ms = (time.perf_counter() - started) * 1000
         try:
             await store.record_exchange(self.pool, exchange)
@@ -156,16 +181,26 @@ class SnapServer:
             service=service,
             partner=exchange.partner_id,
             external_id=exchange.external_id,
-            response_code=code,
+            response_code=exchange.response_code,
             rule=exchange.rule,
+            fault=exchange.fault,
             duration_ms=round(exchange.duration_ms, 2),
         )
-        return web.Response(
-            body=json.dumps(body, separators=(",", ":")).encode("utf-8"),
-            status=case.http_status,
-            content_type="application/json",
-            headers={"X-TIMESTAMP": protocol.format_timestamp()},
-        )
+        if unanswered:
+            # The bank sees no answer: hold the connection, then drop it.
+            assert plan is not None
+            await asyncio.sleep(plan.hold_ms / 1000)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=204)
+        timestamp = protocol.format_timestamp()
+        headers = {"X-TIMESTAMP": timestamp}
+        if exchange.signing is not None:
+            headers["X-SIGNATURE"] = response_signature(
+                exchange.signing, request.method, request.path_qs, body_bytes.decode("utf-8"), timestamp,
+                wrong=plan is not None and plan.wrong_signature,
+            )
+        return web.Response(body=body_bytes, status=case.http_status, content_type="application/json", headers=headers)
 
     def _refusal_payload(self, refusal: Refusal) -> dict[str, Any]:
         return {
@@ -272,6 +307,17 @@ class SnapServer:
                 "X-EXTERNAL-ID already used today",
                 {"reason": f"X-EXTERNAL-ID {external_id} was used on {day.isoformat()} (WIB) for another request"},
             )
+        exchange.signing = (partner.client_secret, partner.signature_encoding, token)
+        profile = await faults.load_profile(self.pool, partner.partner_id)
+        exchange.plan = faults.plan(
+            profile,
+            body_text,
+            sandbox=self._sandbox(partner),
+            magic_latency_ms=self.settings.magic_latency_ms,
+            hold_ms_default=self.settings.fault_hold_ms,
+        )
+        if exchange.plan.before is not None:
+            raise InjectedFault(exchange.plan.before)
         return partner
 
     def _check_rate(self, partner: store.Partner) -> None:
@@ -356,6 +402,8 @@ class SnapServer:
 
     async def _decide_payment(self, request: web.Request, body_text: str, exchange: store.Exchange) -> tuple[Case, dict[str, Any]]:
         partner = await self._authenticate(request, body_text, exchange)
+        if exchange.plan is not None and exchange.plan.strip_sen:
+            body_text = faults.strip_magic_sen(body_text, exchange.plan.strip_sen)
         body = _validate(PaymentRequest, body_text)
         _check_virtual_account(partner, body)
         paid_rupiah = protocol.parse_rupiah(body.paidAmount.value)
@@ -479,6 +527,23 @@ class SnapServer:
 
 
 # --- helpers -------------------------------------------------------------------
+
+
+def response_string_to_sign(method: str, path: str, access_token: str, response_body: str, timestamp: str) -> str:
+    """What a response's X-SIGNATURE covers: the request's method, path and
+    access token with the response's body and X-TIMESTAMP, in the request's
+    string-to-sign layout."""
+    return protocol.transaction_string_to_sign(method, path, access_token, response_body, timestamp)
+
+
+def response_signature(
+    signing: tuple[str, str, str], method: str, path: str, response_body: str, timestamp: str, *, wrong: bool = False
+) -> str:
+    client_secret, encoding, access_token = signing
+    string_to_sign = response_string_to_sign(method, path, access_token, response_body, timestamp)
+    if wrong:  # the fault: a signature over something else, of the right shape
+        string_to_sign += ":tampered"
+    return protocol.sign_transaction(client_secret, string_to_sign, encoding)
 
 
 async def _read_body(request: web.Request) -> str:

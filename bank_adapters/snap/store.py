@@ -203,6 +203,10 @@ class Exchange:
     partner_id: str | None = None
     external_id: str | None = None
     duration_ms: float = 0.0
+    fault: str | None = None  # the injected fault that shaped this exchange, if any
+    # Set once the partner is authenticated: what the response is signed with.
+    signing: tuple[str, str, str] | None = None  # (client secret, encoding, access token); never logged
+    plan: Any = None  # bank_adapters.snap.faults.Plan
 
 
 REQUEST_BODY_LOGGED_CHARS_MAX = 16_384
@@ -211,8 +215,8 @@ REQUEST_BODY_LOGGED_CHARS_MAX = 16_384
 async def record_exchange(pool: asyncpg.Pool, exchange: Exchange) -> None:
     await pool.execute(
         """insert into snap_exchanges (partner_id, service_code, path, external_id, request_headers,
-               request_body, http_status, response_code, response_body, verdict, rule, duration_ms)
-           values ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9::text::jsonb, $10, $11, $12)""",
+               request_body, http_status, response_code, response_body, verdict, rule, duration_ms, fault)
+           values ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9::text::jsonb, $10, $11, $12, $13)""",
         exchange.partner_id,
         exchange.service_code,
         exchange.path,
@@ -225,6 +229,7 @@ async def record_exchange(pool: asyncpg.Pool, exchange: Exchange) -> None:
         "accepted" if 200 <= exchange.http_status < 300 else "refused",
         exchange.rule,
         exchange.duration_ms,
+        exchange.fault,
     )
 
 
