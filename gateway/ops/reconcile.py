@@ -1,0 +1,294 @@
+"""Reconciliation: a bank's settlement statement against the ledger.
+
+The statement covers days (Asia/Pontianak). Every payment posted on those
+days is expected as a credit line, and every payment reversed on those days
+as a debit line. Lines and payments are paired on the strongest key first
+(ledger-notes.md):
+
+1. the bank's reference (`AcctSvcrRef`, SNAP `referenceNo`, ISO 8583 RRN)
+   equals the payment's `bank_reference`;
+2. the payer's end-to-end id equals the payment's idempotency key (SNAP
+   `paymentRequestId`) or its bank reference;
+3. the 11-digit payment code (from the line, or found in its remittance text).
+
+A pair whose amounts differ is an `amount_mismatch`; a line nothing pairs
+with is `bank_only` (in the bank, not in the ledger); a payment nothing pairs
+with is `ledger_only`. Everything else is `matched`.
+
+The statement, its lines and the result are written in one transaction and
+never change. The file's SHA-256 is unique: importing the same file again
+answers the stored result and writes nothing. A different file that claims
+an already imported statement (same format, account and statement id) is
+refused as a conflict.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from gateway.domain.periods import WIB
+from gateway.ops.statements import Statement, StatementError, parse
+
+log = structlog.get_logger("kanal.reconcile")
+
+KINDS = ("matched", "bank_only", "ledger_only", "amount_mismatch")
+LIST_LIMIT_MAX = 500
+
+
+class StatementConflict(StatementError):
+    """Another file was already imported as this statement."""
+
+
+@dataclass
+class Item:
+    kind: str
+    direction: str
+    matched_on: str | None = None
+    line_no: int | None = None
+    payment_id: int | None = None
+    npp: str | None = None
+    bank_amount_rupiah: int | None = None
+    ledger_amount_rupiah: int | None = None
+
+
+def match(statement: Statement, payments: list[asyncpg.Record | dict]) -> list[Item]:
+    """Pair the statement's lines with the expected ledger movements. Pure:
+    `payments` are the rows `expected_payments` returns."""
+    items: list[Item] = []
+    for direction in ("credit", "debit"):
+        expected = [p for p in payments if p["direction"] == direction]
+        taken: set[int] = set()
+        indexes: dict[str, dict[str, list]] = {"bank_reference": {}, "end_to_end_id": {}, "payment_code": {}}
+        for p in expected:
+            if p["bank_reference"]:
+                indexes["bank_reference"].setdefault(p["bank_reference"], []).append(p)
+                indexes["end_to_end_id"].setdefault(p["bank_reference"], []).append(p)
+            indexes["end_to_end_id"].setdefault(p["idempotency_key"], []).append(p)
+            indexes["payment_code"].setdefault(p["payment_code"], []).append(p)
+        for n, line in enumerate(statement.lines, start=1):
+            if line.direction != direction:
+                continue
+            found, key = None, None
+            for key, value in (
+                ("bank_reference", line.bank_reference),
+                ("end_to_end_id", line.end_to_end_id),
+                ("payment_code", line.payment_code),
+            ):
+                if not value:
+                    continue
+                found = next((p for p in indexes[key].get(value, ()) if p["id"] not in taken), None)
+                if found is not None:
+                    break
+            if found is None:
+                items.append(Item("bank_only", direction, line_no=n, bank_amount_rupiah=line.amount_rupiah))
+                continue
+            taken.add(found["id"])
+            kind = "matched" if found["amount_rupiah"] == line.amount_rupiah else "amount_mismatch"
+            items.append(Item(kind, direction, key, n, found["id"], found["npp"], line.amount_rupiah, found["amount_rupiah"]))
+        for p in expected:
+            if p["id"] not in taken:
+                items.append(Item("ledger_only", direction, payment_id=p["id"], npp=p["npp"],
+                                  ledger_amount_rupiah=p["amount_rupiah"]))
+    return items
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def window(from_date: dt.date, to_date: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(from_date, dt.time(), WIB)
+    end = dt.datetime.combine(to_date + dt.timedelta(days=1), dt.time(), WIB)
+    return start, end
+
+
+async def expected_payments(
+    conn: asyncpg.Connection | asyncpg.Pool, from_date: dt.date, to_date: dt.date, channel_prefix: str = ""
+) -> list[asyncpg.Record]:
+    """Credits: payments posted in the window. Debits: payments reversed in it."""
+    start, end = window(from_date, to_date)
+    like = _like_prefix(channel_prefix)
+    return await conn.fetch(
+        """select 'credit' as direction, id, channel, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
+             from payments where posted_at >= $1 and posted_at < $2 and channel like $3
+           union all
+           select 'debit', id, channel, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
+             from payments where reversed_at >= $1 and reversed_at < $2 and channel like $3
+           order by 1, 2""",
+        start, end, like,
+    )
+
+
+async def import_statement(
+    pool: asyncpg.Pool,
+    raw: bytes,
+    *,
+    fmt: str | None = None,
+    statement_ref: str = "",
+    account: str = "",
+    channel_prefix: str = "",
+    file_name: str = "",
+) -> tuple[dict, bool]:
+    """Parse, reconcile and store a statement. Returns (summary, created):
+    `created` is False when this very file had been imported before."""
+    if len(channel_prefix) > 80:
+        raise StatementError("channel_prefix is longer than 80 characters",
+                             [{"field": "channel_prefix", "problem": "at most 80 characters"}])
+    statement = parse(raw, fmt, statement_ref=statement_ref, account=account)
+    if len(statement.statement_ref) > 200 or len(statement.account) > 100:
+        raise StatementError("the statement id (at most 200 characters) or account (at most 100) is too long")
+    async with pool.acquire() as conn, conn.transaction():
+        existing = await _existing(conn, statement)
+        if existing is not None:
+            return existing, False
+        payments = await expected_payments(conn, statement.from_date, statement.to_date, channel_prefix)
+        items = match(statement, payments)
+        counts = {kind: sum(1 for i in items if i.kind == kind) for kind in KINDS}
+        statement_id = await conn.fetchval(
+            """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
+                                           channel_prefix, entries, matched, bank_only, ledger_only, amount_mismatch,
+                                           bank_credit_rupiah, bank_debit_rupiah)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+               on conflict do nothing returning id""",
+            statement.sha256, statement.format, statement.statement_ref, statement.account, file_name[:255],
+            statement.from_date, statement.to_date, channel_prefix, len(statement.lines),
+            counts["matched"], counts["bank_only"], counts["ledger_only"], counts["amount_mismatch"],
+            sum(line.amount_rupiah for line in statement.lines if line.direction == "credit"),
+            sum(line.amount_rupiah for line in statement.lines if line.direction == "debit"),
+        )
+        if statement_id is None:  # imported concurrently by someone else
+            existing = await _existing(conn, statement)
+            assert existing is not None
+            return existing, False
+        await conn.copy_records_to_table(
+            "ops_statement_entries",
+            records=[
+                (statement_id, n, line.direction, line.amount_rupiah, line.booked_on, line.bank_reference,
+                 line.end_to_end_id, line.payment_code, line.remittance)
+                for n, line in enumerate(statement.lines, start=1)
+            ],
+            columns=["statement_id", "line_no", "direction", "amount_rupiah", "booked_on", "bank_reference",
+                     "end_to_end_id", "payment_code", "remittance"],
+        )
+        await conn.copy_records_to_table(
+            "ops_reconciliation_items",
+            records=[
+                (statement_id, n, i.kind, i.matched_on, i.direction, i.line_no, i.payment_id, i.npp,
+                 i.bank_amount_rupiah, i.ledger_amount_rupiah)
+                for n, i in enumerate(items, start=1)
+            ],
+            columns=["statement_id", "item_no", "kind", "matched_on", "direction", "line_no", "payment_id", "npp",
+                     "bank_amount_rupiah", "ledger_amount_rupiah"],
+        )
+        summary = await get_statement(conn, statement_id)
+    log.info("statement_imported", statement_id=statement_id, format=statement.format,
+             statement_ref=statement.statement_ref, **counts)
+    return summary, True
+
+
+async def _existing(conn: asyncpg.Connection, statement: Statement) -> dict | None:
+    row = await conn.fetchrow("select id from ops_statements where sha256 = $1", statement.sha256)
+    if row is not None:
+        return await get_statement(conn, row["id"])
+    other = await conn.fetchval(
+        "select id from ops_statements where format = $1 and account = $2 and statement_ref = $3",
+        statement.format, statement.account, statement.statement_ref,
+    )
+    if other is not None:
+        raise StatementConflict(
+            f"statement {statement.statement_ref!r} of account {statement.account!r} ({statement.format}) was "
+            f"already imported as reconciliation {other} from a different file; a corrected statement needs its own id",
+            [{"field": "statement_ref", "problem": f"already imported from a different file (reconciliation {other})"}],
+        )
+    return None
+
+
+_SUMMARY_SQL = """
+    select id, format, statement_ref, account, file_name, from_date, to_date, channel_prefix, entries,
+           matched, bank_only, ledger_only, amount_mismatch, bank_credit_rupiah, bank_debit_rupiah,
+           encode(sha256, 'hex') as sha256, imported_at
+      from ops_statements"""
+
+
+def _summary(row: asyncpg.Record) -> dict:
+    out = dict(row)
+    for key in ("from_date", "to_date", "imported_at"):
+        out[key] = out[key].isoformat()
+    out["discrepancies"] = out["bank_only"] + out["ledger_only"] + out["amount_mismatch"]
+    return out
+
+
+async def get_statement(conn: asyncpg.Connection | asyncpg.Pool, statement_id: int) -> dict | None:
+    row = await conn.fetchrow(_SUMMARY_SQL + " where id = $1", statement_id)
+    return _summary(row) if row is not None else None
+
+
+async def list_statements(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 50, before_id: int | None = None) -> list[dict]:
+    limit = max(1, min(limit, LIST_LIMIT_MAX))
+    rows = await conn.fetch(
+        _SUMMARY_SQL + " where $1::bigint is null or id < $1 order by id desc limit $2", before_id, limit
+    )
+    return [_summary(r) for r in rows]
+
+
+ITEM_COLUMNS = (
+    "item_no", "kind", "matched_on", "direction", "line_no", "booked_on", "bank_reference", "end_to_end_id",
+    "payment_code", "bank_amount_rupiah", "payment_id", "channel", "idempotency_key", "npp",
+    "ledger_amount_rupiah", "difference_rupiah",
+)
+
+
+async def items(conn: asyncpg.Connection | asyncpg.Pool, statement_id: int, kind: str | None = None) -> list[dict]:
+    rows = await conn.fetch(
+        """select i.item_no, i.kind, i.matched_on, i.direction, i.line_no, e.booked_on, e.bank_reference,
+                  e.end_to_end_id, coalesce(nullif(e.payment_code, ''), p.payment_code) as payment_code,
+                  i.bank_amount_rupiah, i.payment_id, p.channel, p.idempotency_key, i.npp, i.ledger_amount_rupiah,
+                  coalesce(i.bank_amount_rupiah, 0) - coalesce(i.ledger_amount_rupiah, 0) as difference_rupiah
+             from ops_reconciliation_items i
+             left join ops_statement_entries e on e.statement_id = i.statement_id and e.line_no = i.line_no
+             left join payments p on p.id = i.payment_id
+            where i.statement_id = $1 and ($2::text is null or i.kind = $2)
+            order by i.item_no""",
+        statement_id, kind,
+    )
+    return [{k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in r.items()} for r in rows]
+
+
+def items_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=ITEM_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in ITEM_COLUMNS})
+    return out.getvalue()
+
+
+async def ledger_statement(
+    conn: asyncpg.Connection | asyncpg.Pool, from_date: dt.date, to_date: dt.date, *,
+    channel_prefix: str = "", statement_ref: str = "", account: str = "",
+) -> Statement:
+    """The statement a bank would send for these days if it agreed with the
+    ledger exactly: for demos, tests and benchmarks (`kanal statement`)."""
+    from gateway.ops.statements import Line
+
+    lines = []
+    rows = await conn.fetch(
+        """select 'credit' as direction, amount_rupiah, posted_at as at, bank_reference, idempotency_key, payment_code
+             from payments where posted_at >= $1 and posted_at < $2 and channel like $3
+           union all
+           select 'debit', amount_rupiah, reversed_at, bank_reference, idempotency_key, payment_code
+             from payments where reversed_at >= $1 and reversed_at < $2 and channel like $3
+           order by at""",
+        *window(from_date, to_date), _like_prefix(channel_prefix),
+    )
+    for r in rows:
+        lines.append(Line(r["direction"], r["amount_rupiah"], r["at"].astimezone(WIB).date(), r["bank_reference"],
+                          r["idempotency_key"], r["payment_code"], f"IURAN BPJSTK {r['payment_code']}"))
+    ref = statement_ref or f"KANAL-{from_date.isoformat()}" + (f"-{to_date.isoformat()}" if to_date != from_date else "")
+    return Statement("csv", ref, account or "KANAL-SETTLEMENT", from_date, to_date, lines)
