@@ -169,6 +169,11 @@ class PaymentsService:
     async def reverse(self, command: ReverseCommand) -> ReverseResult:
         now = self.clock()
         async with self.pool.acquire() as conn, conn.transaction():
+            # The key's lock, shared with kanal_pay (migration 0010): a payment
+            # of this key still being written commits before we look for it.
+            await conn.execute(
+                "select pg_advisory_xact_lock(hashtext($1), hashtext($2))", command.channel, command.idempotency_key
+            )
             payment = await conn.fetchrow(
                 """select id, bill_id, payment_code, amount_rupiah, status
                      from payments where channel = $1 and idempotency_key = $2 for update""",
