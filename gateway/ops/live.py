@@ -1,0 +1,126 @@
+"""Live ops figures for the dashboard: `GET /ops/stream` (server-sent events).
+
+One sampler task per gateway process, awake only while someone listens,
+reads every `sample_interval_ms`: payments accepted (and so payments per
+second), callback deliveries by status, the outbox backlog; and every
+`health_interval_ms` the ledger checks' verdicts (without their rows). Each
+message is the full current state, as on the coverage stream, with the last
+`history_samples_max` payments-per-second samples so that a page opened now
+draws its chart at once. Listener queues are bounded like the coverage
+stream's: a slow page misses steps, never the current state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import time
+
+import asyncpg
+import structlog
+
+from gateway.domain.periods import WIB
+from gateway.ops import checks
+
+log = structlog.get_logger("kanal.ops.live")
+
+
+class OpsHub:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        sample_interval_ms: int = 1000,
+        health_interval_ms: int = 30_000,
+        history_samples_max: int = 60,
+        listener_queue_events_max: int = 8,
+        listeners_max: int = 100,
+    ) -> None:
+        self.pool = pool
+        self.sample_interval_ms = sample_interval_ms
+        self.health_interval_ms = health_interval_ms
+        self.listener_queue_events_max = listener_queue_events_max
+        self.listeners_max = listeners_max
+        self.history: collections.deque[dict] = collections.deque(maxlen=history_samples_max)
+        self._listeners: set[asyncio.Queue] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._last: tuple[float, int] | None = None
+        self._health: dict | None = None
+        self._health_at = 0.0
+        self.sequence = 0
+
+    def subscribe(self) -> asyncio.Queue | None:
+        if len(self._listeners) >= self.listeners_max:
+            return None
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.listener_queue_events_max)
+        self._listeners.add(queue)
+        self._wake.set()
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self._listeners.discard(queue)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="kanal-ops-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            if not self._listeners:
+                self._last = None  # a rate across an idle gap would mislead
+                self._wake.clear()
+                await self._wake.wait()
+            try:
+                message = await self.sample()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.warning("ops_sample_failed", error=repr(error))
+            else:
+                for queue in self._listeners:
+                    if queue.full():
+                        while not queue.empty():
+                            queue.get_nowait()
+                    queue.put_nowait(message)
+            await asyncio.sleep(self.sample_interval_ms / 1000)
+
+    async def sample(self, *, advance: bool = True) -> dict:
+        """The current figures. `advance` (the sampler's own calls) moves the
+        payments-per-second history on; a one-off read leaves it alone."""
+        async with self.pool.acquire() as conn:
+            # Payment ids are an identity: the highest is the number accepted,
+            # give or take the ids of batches that rolled back.
+            accepted = await conn.fetchval("select coalesce(max(id), 0) from payments")
+            deliveries = None
+            if await conn.fetchval("select to_regclass('callback_deliveries') is not null"):
+                rows = await conn.fetch("select status, count(*)::bigint as n from callback_deliveries group by status")
+                deliveries = {s: 0 for s in ("pending", "delivered", "failed", "gone", "dropped")}
+                deliveries.update({r["status"]: r["n"] for r in rows})
+        now = time.monotonic()
+        generated_at = dt.datetime.now(WIB)
+        per_second = self.history[-1]["per_second"] if self.history else 0.0
+        if advance:
+            per_second = 0.0
+            if self._last is not None and now > self._last[0]:
+                per_second = max(0, accepted - self._last[1]) / (now - self._last[0])
+            self._last = (now, accepted)
+            self.history.append({"at": generated_at.isoformat(timespec="seconds"), "per_second": round(per_second, 1)})
+            self.sequence += 1
+        if self._health is None or now - self._health_at >= self.health_interval_ms / 1000:
+            report = await checks.run_checks(self.pool, checks.Limits(rows_max=0))
+            self._health, self._health_at = report.summary(), now
+        return {
+            "sequence": self.sequence,
+            "generated_at": generated_at.isoformat(),
+            "payments": {"accepted": accepted, "per_second": round(per_second, 1), "history": list(self.history)},
+            "health": self._health,
+            "deliveries": deliveries,
+        }

@@ -1,0 +1,157 @@
+// Kanal ops dashboard: two server-sent event streams, no libraries.
+//   /api/v1/stream/coverage  event "coverage": the province and every regency
+//   /ops/stream              event "ops": payments per second, ledger health, callback deliveries
+// Every message is the full current state, so a reconnect (EventSource does it
+// by itself) simply redraws.
+"use strict";
+
+const TARGET_BP = 5956;
+const $ = (id) => document.getElementById(id);
+const nf = new Intl.NumberFormat("id-ID");
+const streams = { coverage: false, ops: false };
+
+function pct(bp) { return (bp / 100).toFixed(2) + "%"; }
+function setText(id, text, value) {
+  const el = $(id);
+  el.textContent = text;
+  if (value !== undefined) el.dataset.value = String(value);
+}
+function liveState() {
+  const up = streams.coverage && streams.ops;
+  const el = $("live");
+  el.dataset.state = up ? "live" : (streams.coverage || streams.ops ? "connecting" : "down");
+  $("live-text").textContent = up ? "live" : "reconnecting…";
+}
+
+// ------------------------------------------------------------- coverage --
+
+function arcPoint(fraction) {
+  const angle = Math.PI * (1 - Math.min(Math.max(fraction, 0), 1));
+  return [100 + 80 * Math.cos(angle), 100 - 80 * Math.sin(angle)];
+}
+
+function drawGauge(bp, targetBp) {
+  const [x, y] = arcPoint(bp / 10000);
+  $("gauge-value").setAttribute("d", `M 20 100 A 80 80 0 0 1 ${x.toFixed(2)} ${y.toFixed(2)}`);
+  const angle = Math.PI * (1 - targetBp / 10000);
+  const inner = [100 + 66 * Math.cos(angle), 100 - 66 * Math.sin(angle)];
+  const outer = [100 + 94 * Math.cos(angle), 100 - 94 * Math.sin(angle)];
+  const t = $("gauge-target");
+  t.setAttribute("x1", inner[0]); t.setAttribute("y1", inner[1]);
+  t.setAttribute("x2", outer[0]); t.setAttribute("y2", outer[1]);
+}
+
+function drawCoverage(snap) {
+  const p = snap.province;
+  const targetBp = p.target_basis_points || TARGET_BP;
+  drawGauge(p.coverage_basis_points, targetBp);
+  setText("province-percent", p.coverage_percent + "%");
+  setText("province-target", "target " + pct(targetBp));
+  setText("province-protected", nf.format(p.protected), p.protected);
+  setText("province-workforce", nf.format(p.workforce));
+  const needed = Math.max(0, Math.ceil(p.workforce * targetBp / 10000) - p.protected);
+  setText("province-gap", needed === 0 ? "reached" : nf.format(needed) + " workers");
+  setText("coverage-asof", "as of " + snap.as_of + " · update " + snap.sequence);
+
+  const rows = [...snap.regencies].sort((a, b) =>
+    b.coverage_basis_points - a.coverage_basis_points || b.protected - a.protected || a.name.localeCompare(b.name));
+  const scaleBp = Math.max(targetBp * 1.15, ...rows.map((r) => r.coverage_basis_points), 1);
+  const board = $("board");
+  board.replaceChildren(...rows.map((r, i) => {
+    const li = document.createElement("li");
+    li.dataset.regency = r.regency_code;
+    li.innerHTML =
+      `<span class="rank">${i + 1}</span>` +
+      `<span class="name"></span>` +
+      `<span class="bar"><span style="width:${(100 * r.coverage_basis_points / scaleBp).toFixed(2)}%"></span>` +
+      `<i class="goal" style="left:${(100 * targetBp / scaleBp).toFixed(2)}%"></i></span>` +
+      `<span class="pct">${r.coverage_percent}%<small class="protected"></small></span>`;
+    li.querySelector(".name").textContent = r.name;
+    li.querySelector(".protected").textContent = nf.format(r.protected) + " / " + nf.format(r.workforce);
+    li.querySelector(".protected").dataset.value = String(r.protected);
+    return li;
+  }));
+}
+
+// ------------------------------------------------------------------ ops --
+
+function drawSpark(history) {
+  const values = history.map((h) => h.per_second);
+  const peak = Math.max(1, ...values);
+  const n = Math.max(values.length - 1, 1);
+  const pts = values.map((v, i) => `${(300 * i / n).toFixed(1)},${(68 - 64 * v / peak).toFixed(1)}`);
+  $("spark-line").setAttribute("points", pts.join(" "));
+  $("spark-area").setAttribute("points", values.length ? `0,70 ${pts.join(" ")} 300,70` : "");
+  setText("pps-peak", Math.max(0, ...values).toFixed(1));
+}
+
+const MARKS = { ok: "✓", violation: "✗", skipped: "–" };
+
+function drawHealth(health) {
+  if (!health) return;
+  const badge = $("health-status");
+  badge.className = "badge " + health.status;
+  badge.textContent = health.status === "ok" ? "all checks pass" : "violation";
+  $("checks").replaceChildren(...health.checks.map((c) => {
+    const li = document.createElement("li");
+    li.className = c.verdict;
+    li.dataset.check = c.name;
+    li.innerHTML = `<span class="mark"></span><span><span class="title"></span><span class="why"></span></span>`;
+    li.querySelector(".mark").textContent = MARKS[c.verdict] || "?";
+    li.querySelector(".title").textContent = c.title;
+    li.querySelector(".why").textContent = c.detail;
+    return li;
+  }));
+  setText("health-at", "checked " + new Date(health.checked_at).toLocaleTimeString());
+}
+
+const DELIVERY_COLOURS = { delivered: "#0a7a3f", pending: "#f0b429", failed: "#c0262d", gone: "#7b1fa2", dropped: "#8a94a3" };
+
+function drawDeliveries(deliveries) {
+  if (!deliveries) {
+    $("delivery-bar").replaceChildren();
+    $("delivery-legend").replaceChildren();
+    setText("deliveries-note", "Callbacks are not installed on this gateway.");
+    return;
+  }
+  const total = Object.values(deliveries).reduce((a, b) => a + b, 0);
+  const order = ["delivered", "pending", "failed", "gone", "dropped"];
+  $("delivery-bar").replaceChildren(...order.filter((k) => deliveries[k]).map((k) => {
+    const s = document.createElement("span");
+    s.style.width = (100 * deliveries[k] / total) + "%";
+    s.style.background = DELIVERY_COLOURS[k];
+    return s;
+  }));
+  $("delivery-legend").replaceChildren(...order.map((k) => {
+    const li = document.createElement("li");
+    li.dataset.status = k;
+    li.innerHTML = `<i style="background:${DELIVERY_COLOURS[k]}"></i>${k} <b></b>`;
+    li.querySelector("b").textContent = nf.format(deliveries[k] || 0);
+    return li;
+  }));
+  const finished = (deliveries.delivered || 0) + (deliveries.failed || 0) + (deliveries.gone || 0);
+  const failed = (deliveries.failed || 0) + (deliveries.gone || 0);
+  setText("deliveries-note", finished
+    ? `${(100 * failed / finished).toFixed(2)}% of ${nf.format(finished)} finished deliveries failed`
+    : "No finished deliveries yet.");
+}
+
+function drawOps(message) {
+  setText("pps", message.payments.per_second.toFixed(1), message.payments.per_second);
+  setText("payments-accepted", nf.format(message.payments.accepted), message.payments.accepted);
+  drawSpark(message.payments.history);
+  drawHealth(message.health);
+  drawDeliveries(message.deliveries);
+}
+
+// -------------------------------------------------------------- streams --
+
+function listen(url, event, name, draw) {
+  const source = new EventSource(url);
+  source.addEventListener(event, (e) => { streams[name] = true; liveState(); draw(JSON.parse(e.data)); });
+  source.addEventListener("open", () => { streams[name] = true; liveState(); });
+  source.addEventListener("error", () => { streams[name] = false; liveState(); });
+}
+
+listen("/api/v1/stream/coverage", "coverage", "coverage", drawCoverage);
+listen("/ops/stream", "ops", "ops", drawOps);
