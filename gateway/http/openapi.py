@@ -56,14 +56,43 @@ def build_spec() -> dict:
         problem = {"description": "Problem", "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         for code in (["400", "401", "403", "404", "409", "413", "415", "422"] if method == "post" else (["401", "403", "404"] if auth else [])):
             op["responses"][code] = problem
+        if response is s.ParticipantsResult:
+            # keep_valid with every row invalid saves nothing: 200, not 201. In
+            # all_or_nothing mode invalid rows answer 422 with the rows report,
+            # currently served as application/json.
+            op["responses"]["200"] = {
+                "description": "Nothing saved: every row was invalid (mode keep_valid)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ParticipantsResult"}}},
+            }
+            op["responses"]["422"] = {
+                "description": "Invalid body, or invalid rows (nothing saved; each row's field and problem listed)",
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/InvalidRows"}},
+                },
+            }
         paths.setdefault(path, {})[method] = op
+    schemas = defs.get("$defs", {})
+    schemas["InvalidRows"] = _invalid_rows_schema(schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Kanal employer API", "version": __version__,
                  "description": "Employers register workers, report wages and receive bills with payment codes (kode iuran)."},
         "paths": paths,
-        "components": {"schemas": defs.get("$defs", {}),
+        "components": {"schemas": schemas,
                        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer", "description": "the employer's API key"}}},
+    }
+
+
+def _invalid_rows_schema(schemas: dict) -> dict:
+    """The 422 rows report: a problem (type, title, status, detail) merged
+    with ParticipantsResult (saved, rejected, mode, errors with their row)."""
+    problem, result = schemas["Problem"], schemas["ParticipantsResult"]
+    return {
+        "title": "InvalidRows",
+        "type": "object",
+        "properties": {**problem["properties"], **result["properties"]},
+        "required": sorted(set(problem.get("required", [])) | set(result.get("required", []))),
     }
 
 
