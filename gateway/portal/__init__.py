@@ -1,0 +1,1 @@
+"""Employer portal: a page served by the gateway for the monthly dues cycle."""
