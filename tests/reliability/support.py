@@ -160,14 +160,16 @@ def key_pair() -> tuple[str, str]:
     return protocol.generate_key_pair()
 
 
-async def register_partner(base_url: str, partner_id: str | None = None, **options) -> Credentials:
+async def register_partner(
+    base_url: str, partner_id: str | None = None, *, admin_token: str = ADMIN_TOKEN, **options
+) -> Credentials:
     """Register a bank through the ops API with the admin token, as an operator would."""
     private_pem, public_pem = key_pair()
     partner_id = partner_id or f"RBANK{next(_partner_serial):03d}"
     payload = {"partner_id": partner_id, "client_key": f"key-{partner_id}", "public_key": public_pem, **options}
     async with aiohttp.ClientSession() as session:
         async with session.post(
-            f"{base_url}/snap/admin/partners", json=payload, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            f"{base_url}/snap/admin/partners", json=payload, headers={"Authorization": f"Bearer {admin_token}"}
         ) as response:
             created = await response.json()
             assert response.status == 201, created
