@@ -52,6 +52,7 @@ class SnapResponse:
     external_id: str = ""
     request_id: str = ""  # inquiryRequestId / paymentRequestId sent, when any
     attempts: int = 1
+    text: str = ""  # the body exactly as received (what X-SIGNATURE covers)
 
     @property
     def code(self) -> str:
@@ -180,7 +181,7 @@ class SnapClient:
                 body = json.loads(text)
             except ValueError:
                 body = {"raw": text}
-            return SnapResponse(response.status, body if isinstance(body, dict) else {"raw": body}, dict(response.headers))
+            return SnapResponse(response.status, body if isinstance(body, dict) else {"raw": body}, dict(response.headers), text=text)
 
     # --- service 73 ------------------------------------------------------------
 
