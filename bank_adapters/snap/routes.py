@@ -142,7 +142,7 @@ class SnapServer:
         )
         unanswered = False
         try:
-            body_text = await _read_body(request)
+            body_text = await _read_body(request, self.settings.body_bytes_max)
             exchange.request_body = body_text
             case, payload = await decide(request, body_text, exchange)
         except InjectedFault as injected:
@@ -546,13 +546,25 @@ def response_signature(
     return protocol.sign_transaction(client_secret, string_to_sign, encoding)
 
 
-async def _read_body(request: web.Request) -> str:
+async def _read_body(request: web.Request, body_bytes_max: int) -> str:
+    # The limit is enforced here: a sub-application's client_max_size is not
+    # applied (the request belongs to the main application, whose ceiling is
+    # the CSV upload limit).
+    too_large = field_refusal(protocol.INVALID_FIELD_FORMAT, "body", f"larger than {body_bytes_max} bytes", "body-size")
+    if request.content_length is not None and request.content_length > body_bytes_max:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as error:
-        raise field_refusal(protocol.INVALID_FIELD_FORMAT, "body", f"larger than {error.max_size} bytes", "body-size") from None
+        async for chunk in request.content.iter_chunked(65_536):
+            size += len(chunk)
+            if size > body_bytes_max:
+                raise too_large
+            chunks.append(chunk)
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
     try:
-        return raw.decode("utf-8")
+        return b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError:
         raise field_refusal(protocol.INVALID_FIELD_FORMAT, "body", "not UTF-8", "body-encoding") from None
 
