@@ -136,7 +136,8 @@ def _parse_csv(raw: bytes, statement_ref: str, account: str) -> Statement:
     for n, row in enumerate(reader, start=2):
         if None in row:
             raise StatementError(f"line {n}: more fields than columns", [{"field": f"line {n}", "problem": "too many fields"}])
-        get = lambda key: (row.get(key) or "").strip()  # noqa: E731
+        values = dict.fromkeys(CSV_COLUMNS, "") | {key: (value or "").strip() for key, value in row.items()}
+        get = values.get
         try:
             booked_on = dt.date.fromisoformat(get("booking_date"))
         except ValueError:
@@ -341,7 +342,7 @@ def render_camt(statement: Statement, fmt: str, *, created_at: dt.datetime | Non
     """camt.053.001.02 (end-of-day statement) or camt.054.001.02 (notification),
     one entry per line, references in TxDtls/Refs, the kode iuran in Ustrd."""
     created = (created_at or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
-    e = lambda text: escape(str(text))  # noqa: E731
+    e = lambda text: escape(str(text))
     entries = []
     for n, line in enumerate(statement.lines, start=1):
         remittance = line.remittance or (f"IURAN BPJSTK {line.payment_code}" if line.payment_code else "")
