@@ -18,7 +18,7 @@ from gateway.callbacks.settings import CallbackSettings
 EVENTS = 40
 
 
-def start_deliverer(database_url: str, workers: int = 2) -> subprocess.Popen:
+def start_deliverer(database_url: str, log_path, workers: int = 2) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -27,19 +27,29 @@ def start_deliverer(database_url: str, workers: int = 2) -> subprocess.Popen:
         "KANAL_CALLBACKS_TIMEOUT_MS": "2000",
         "KANAL_LOG_FORMAT": "json",
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "deliver", "--workers", str(workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    with log_path.open("w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "deliver", "--workers", str(workers)],
+            env=env, stdout=subprocess.DEVNULL, stderr=log,
+        )
+
+
+async def ready(log_path, timeout_s: float = 30) -> None:
+    """Wait for the line `kanal deliver` prints once its workers run."""
+    async with asyncio.timeout(timeout_s):
+        while "kanal deliver:" not in log_path.read_text():
+            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
-async def processes():
+async def processes(tmp_path):
     started: list[subprocess.Popen] = []
 
-    def start(database_url: str, workers: int = 2) -> subprocess.Popen:
-        process = start_deliverer(database_url, workers)
+    async def start(database_url: str, workers: int = 2) -> subprocess.Popen:
+        log_path = tmp_path / f"deliver-{len(started)}.log"
+        process = start_deliverer(database_url, log_path, workers)
         started.append(process)
+        await ready(log_path)
         return process
 
     yield start
@@ -76,7 +86,7 @@ async def _until_delivered(pool, count: int, timeout_s: float = 30) -> None:
 async def test_two_worker_processes_deliver_each_event_exactly_once(database_url, pool, bills, make_receiver, processes):
     receiver = await make_receiver(delay_s=0.01)
     await _partner_endpoint(pool, receiver)
-    first, second = processes(database_url), processes(database_url)
+    first, second = await asyncio.gather(processes(database_url), processes(database_url))
     for _ in range(EVENTS):
         await bills.create(workers=1)
     await _until_delivered(pool, EVENTS)
@@ -91,7 +101,7 @@ async def test_two_worker_processes_deliver_each_event_exactly_once(database_url
 async def test_worker_killed_mid_run_another_takes_over(database_url, pool, bills, make_receiver, processes):
     receiver = await make_receiver(delay_s=0.05)
     await _partner_endpoint(pool, receiver)
-    victim = processes(database_url)
+    victim = await processes(database_url)
     for _ in range(EVENTS):
         await bills.create(workers=1)
     await receiver.wait_for(lambda: len(receiver.deliveries) >= 5, timeout_s=30)
@@ -99,7 +109,7 @@ async def test_worker_killed_mid_run_another_takes_over(database_url, pool, bill
     victim.wait()
     arrived_before_kill = len({d.webhook_id for d in receiver.deliveries})
     assert arrived_before_kill < EVENTS, "the worker was killed mid-run"
-    processes(database_url)
+    await processes(database_url)
     await _until_delivered(pool, EVENTS)
     expected = await _expected_ids(pool)
     assert {d.webhook_id for d in receiver.deliveries} == expected, "every event delivered at least once"
