@@ -1,0 +1,66 @@
+"""The callbacks and faults commands, as an operator types them, against the
+database a running gateway delivers from."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+
+
+def kanal(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "KANAL_LOG_FORMAT": "json"}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+async def run(database_url: str, *args: str) -> subprocess.CompletedProcess:
+    return await asyncio.to_thread(kanal, database_url, *args)
+
+
+async def test_register_fault_replay_from_the_command_line(callback_gateway, database_url, bills, make_receiver):
+    receiver = await make_receiver()
+    added = await run(database_url, "callbacks", "add", "--partner", "BANKCLI", "--url", receiver.url, "--event", "bill.created")
+    assert added.returncode == 0, added.stderr
+    endpoint_id = re.search(r"endpoint (ep_\w+)", added.stdout).group(1)
+    receiver.secrets.append(re.search(r"secret\s+(whsec_\S+)", added.stdout).group(1))
+
+    dropped = await run(database_url, "faults", "set", "--endpoint", endpoint_id, "--drop-percent", "100")
+    assert json.loads(dropped.stdout)["outbound"]["drop_percent"] == 100
+    await bills.create(workers=1)
+    pool = callback_gateway.pool
+    async with asyncio.timeout(5):
+        while not await pool.fetchval("select count(*) from callback_deliveries where status = 'dropped'"):
+            await asyncio.sleep(0.05)
+    listed = await run(database_url, "callbacks", "deliveries", endpoint_id)
+    assert "dropped" in listed.stdout and "faults=dropped" in listed.stdout
+    assert receiver.deliveries == []
+    delivery_id = listed.stdout.split()[0]
+
+    assert (await run(database_url, "faults", "clear", "--endpoint", endpoint_id)).returncode == 0
+    replayed = await run(database_url, "callbacks", "replay", delivery_id)
+    assert json.loads(replayed.stdout)["status"] == "pending"
+    await receiver.wait_for(lambda: receiver.deliveries)
+    async with asyncio.timeout(5):
+        while await pool.fetchval("select status from callback_deliveries where id = $1", int(delivery_id)) != "delivered":
+            await asyncio.sleep(0.05)
+    shown = json.loads((await run(database_url, "callbacks", "show", delivery_id)).stdout)
+    assert shown["replays"] == 1 and shown["attempt_log"][-1]["http_status"] == 200
+
+    listed = json.loads((await run(database_url, "callbacks", "list", "--partner", "BANKCLI", "--json")).stdout)
+    assert [e["id"] for e in listed["endpoints"]] == [endpoint_id] and "secret" not in listed["endpoints"][0]
+
+
+async def test_inbound_faults_from_the_command_line_and_precise_errors(callback_gateway, database_url):
+    set_ = await run(database_url, "faults", "set", "--partner", "BANKCLI", "--latency-ms", "250", "--server-error-percent", "10")
+    assert set_.returncode == 0, set_.stderr
+    shown = json.loads((await run(database_url, "faults", "show", "--partner", "BANKCLI")).stdout)
+    assert shown["inbound"]["latency_ms"] == 250 and shown["inbound"]["server_error_percent"] == 10
+    too_much = await run(database_url, "faults", "set", "--partner", "BANKCLI", "--drop-percent", "150")
+    assert too_much.returncode == 1 and "outbound.drop_percent" not in too_much.stdout
+    assert "drop_percent" in too_much.stderr and "100" in too_much.stderr
+    unknown = await run(database_url, "callbacks", "add", "--employer", "ZZ999999", "--url", "http://127.0.0.1:9/x", "--event", "bill.created")
+    assert unknown.returncode == 1 and "no employer ZZ999999" in unknown.stderr
+    assert await callback_gateway.pool.fetchval("select count(*) from callback_endpoints") == 0
