@@ -31,6 +31,9 @@ log = structlog.get_logger("kanal.portal")
 
 STATIC_DIR = Path(__file__).parent / "static"
 MODES = ("all_or_nothing", "keep_valid")
+# Uploads up to this many rows are echoed whole, so the page can show every
+# row and send the fixed ones back; larger ones echo only the rows in error.
+PREVIEW_ROWS_MAX = 2000
 # The history view lists at most this many bills, newest first.
 HISTORY_BILLS_MAX = 240
 # The page's own scripts and styles only: no CDN, no inline code.
@@ -141,6 +144,11 @@ async def upload_participants(request: web.Request) -> web.Response:
     errors = sorted(result.errors, key=lambda e: e["row"])
     rejected = len({e["row"] for e in errors})
     log.info("portal.upload", npp=employer["npp"], format=file_format, mode=mode, saved=result.saved, rejected=rejected)
+    preview = sheets.preview_rows(csv_bytes)
+    rows_complete = len(preview) <= PREVIEW_ROWS_MAX
+    if not rows_complete:
+        wrong = {e["row"] for e in errors}
+        preview = [r for r in preview if r["row"] in wrong][:PREVIEW_ROWS_MAX]
     body = {
         "format": file_format,
         "mode": mode,
@@ -149,7 +157,9 @@ async def upload_participants(request: web.Request) -> web.Response:
         "errors": errors,
         # Sheet row = data row + 1: the header is the first row.
         "header_rows": 1,
-        "rows": sheets.preview_rows(csv_bytes),
+        "rows": preview,
+        # False: only rows in error are echoed (see PREVIEW_ROWS_MAX).
+        "rows_complete": rows_complete,
     }
     if errors and mode != "keep_valid":
         body.update(
@@ -291,6 +301,7 @@ async def history(request: web.Request) -> web.Response:
                     **item,
                     "months_late": months,
                     "late_fee_accrued_rupiah": accrued,
+                    "late_fee_charged_rupiah": r["fees_charged_rupiah"],
                     "expired": r["expires_at"] <= now,
                 }
             )

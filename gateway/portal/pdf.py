@@ -80,7 +80,7 @@ def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
 
     pdf.set_font("Helvetica", "B", 11)
     pdf.cell(width, 7, "Rincian per program / Totals per program", new_x="LMARGIN", new_y="NEXT")
-    headers = ("Program", "Pemberi kerja\nEmployer", "Pekerja\nWorker", "Pemerintah*\nGovernment*", "Ditagih\nBilled")
+    headers = ("Program\n ", "Pemberi kerja\nEmployer", "Pekerja\nWorker", "Pemerintah*\nGovernment*", "Ditagih\nBilled")
     widths = (width * 0.32, width * 0.17, width * 0.17, width * 0.17, width * 0.17)
     pdf.set_font("Helvetica", "B", 9)
     pdf.set_fill_color(230, 236, 242)

@@ -102,6 +102,19 @@ async def test_a_fixed_csv_after_a_refused_workbook_saves_every_row(gateway_serv
     assert len(await participant_kpjs(gateway_server.pool, employer["npp"])) == 7
 
 
+async def test_a_large_upload_echoes_only_its_wrong_rows(gateway_server, bills, planted, monkeypatch):
+    from gateway.portal import http as portal_http
+
+    monkeypatch.setattr(portal_http, "PREVIEW_ROWS_MAX", 5)  # 7 rows, 4 wrong
+    _, key, _ = await bills.create_employer(workers=0)
+    status, body, _ = await call(
+        gateway_server, "POST", "/portal/api/participants/upload", key, data=planted.content, headers={"Content-Type": XLSX}
+    )
+    assert status == 422
+    assert body["rows_complete"] is False
+    assert [r["row"] + 1 for r in body["rows"]] == sorted(planted.errors)
+
+
 async def test_unreadable_uploads_are_refused_with_the_field_at_fault(gateway_server, bills):
     _, key, _ = await bills.create_employer(workers=0)
     cases = [
@@ -201,5 +214,6 @@ async def test_history_lists_payments_and_arrears_with_accrued_late_fees(gateway
     arrear = history["arrears"][0]
     assert arrear["months_late"] >= 1
     # The later bill already charged the fee accrued until it was issued.
+    assert arrear["late_fee_charged_rupiah"] > 0
     assert arrear["late_fee_accrued_rupiah"] >= 0
     assert history["arrears_total_rupiah"] == late.total_rupiah + arrear["late_fee_accrued_rupiah"]

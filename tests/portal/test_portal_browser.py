@@ -14,6 +14,7 @@ import datetime as dt
 import re
 
 from gateway.domain.periods import WIB, Period
+from gateway.store.ledger import EVENTS_CHANNEL
 from tests.portal.conftest import pdf_text_and_image
 
 DESKTOP = {"width": 1280, "height": 900}
@@ -60,6 +61,12 @@ async def tab_order(page, presses: int) -> list[str]:
         await page.keyboard.press("Tab")
         seen.append(await page.evaluate(ACTIVE_JS))
     return seen
+
+
+async def release_streams(pool) -> None:
+    """The SSE handler notices a closed page only when it next sends; wake it
+    so the gateway's shutdown does not wait for it (see docs/portal.md)."""
+    await pool.execute("select pg_notify($1, 'portal-test-closed')", EVENTS_CHANNEL)
 
 
 async def press(page, locator, key: str = "Enter") -> None:
@@ -226,6 +233,7 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
         assert script_errors == []  # no uncaught exception in the page's script
     finally:
         await context.close()
+        await release_streams(pool)
 
     # --- on a phone: sign in with the key, everything fits the screen ----------
     phone = await browser.new_context(viewport=PHONE, locale="en-US", is_mobile=True, has_touch=True, device_scale_factor=2)
@@ -251,3 +259,4 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
         await page.screenshot(path=str(artifacts / "portal-09-phone-portal.png"), full_page=True)
     finally:
         await phone.close()
+        await release_streams(pool)

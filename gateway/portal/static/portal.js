@@ -57,6 +57,7 @@ const TEXT = {
     reviewLead: "Nomor baris mengikuti lembar kerja Anda (judul kolom = baris 1). Perbaiki kolom yang ditandai, lalu unggah lagi.",
     colRow: "Baris", colName: "Nama", colWage: "Upah", colSegment: "Segmen", colProblems: "Masalah",
     reupload: "Unggah lagi baris yang diperbaiki",
+    reviewLarge: "Berkas besar: hanya baris yang salah ditampilkan. Perbaiki di berkas Anda lalu unggah lagi, atau pilih \"Simpan baris yang benar\".",
     discard: "Buang",
     reportTitle: "2. Laporan upah bulanan",
     reportLead: "Laporkan upah bulan lalu; tagihan dibuat dari upah yang terdaftar.",
@@ -80,7 +81,7 @@ const TEXT = {
     liveOff: "Siaran langsung terputus; menyambung lagi…",
     colProtection: "Perlindungan per program",
     historyTitle: "5. Riwayat pembayaran dan tunggakan",
-    colAmount: "Jumlah", colPaid: "Dibayar", colActions: "Tindakan",
+    colAmount: "Jumlah", colPaid: "Dibayar", colActions: "Tindakan", colPeriod: "Periode",
     footer: "Kanal adalah simulator. Tidak ada uang sungguhan yang berpindah.",
     // dynamic
     row: "Baris",
@@ -111,7 +112,7 @@ const TEXT = {
     noBills: "Belum ada tagihan.",
     arrearsNone: "Tidak ada tunggakan.",
     arrearsSome: (n, amount) => `Tunggakan: ${n} tagihan lewat jatuh tempo, ${amount} termasuk denda berjalan.`,
-    monthsLate: (m, fee) => `terlambat ${m} bulan, denda berjalan ${fee}`,
+    monthsLate: (m, fee, charged) => `terlambat ${m} bulan; denda ${charged} sudah masuk tagihan berikutnya, denda berjalan ${fee}`,
     expired: "kode kedaluwarsa",
     view: "Lihat",
     viewBill: (code) => `Lihat tagihan ${code}`,
@@ -162,6 +163,7 @@ const TEXT = {
     reviewLead: "Row numbers are your spreadsheet's (the header is row 1). Fix the marked cells, then upload again.",
     colRow: "Row", colName: "Name", colWage: "Wage", colSegment: "Segment", colProblems: "Problems",
     reupload: "Upload the fixed rows again",
+    reviewLarge: "A large file: only the wrong rows are shown. Fix them in your file and upload it again, or choose \"Save the valid rows\".",
     discard: "Discard",
     reportTitle: "2. Monthly wage report",
     reportLead: "Report last month's wages; the bill is computed from the registered wages.",
@@ -185,7 +187,7 @@ const TEXT = {
     liveOff: "Live stream interrupted; reconnecting…",
     colProtection: "Protection per program",
     historyTitle: "5. Payment history and arrears",
-    colAmount: "Amount", colPaid: "Paid", colActions: "Actions",
+    colAmount: "Amount", colPaid: "Paid", colActions: "Actions", colPeriod: "Period",
     footer: "Kanal is a simulator. No real money moves.",
     row: "Row",
     fieldNames: { kpj: "KPJ", nik: "NIK", name: "Name", wage: "Wage", segment: "Segment", row: "Row", header: "Header", file: "File", body: "File" },
@@ -215,7 +217,7 @@ const TEXT = {
     noBills: "No bills yet.",
     arrearsNone: "No arrears.",
     arrearsSome: (n, amount) => `Arrears: ${n} bill(s) past due, ${amount} including accrued late fees.`,
-    monthsLate: (m, fee) => `${m} month(s) late, late fee accrued ${fee}`,
+    monthsLate: (m, fee, charged) => `${m} month(s) late; ${charged} of late fees already on a later bill, ${fee} accrued since`,
     expired: "code expired",
     view: "View",
     viewBill: (code) => `View bill ${code}`,
@@ -233,6 +235,7 @@ const state = {
   employer: null,
   bill: null,
   review: [],          // rows under review: {label, kpj, nik, name, wage, segment, errors[]}
+  reviewFixable: true, // false: a large file in all_or_nothing; fix it in the file
   lastUpload: null,    // {kind, args} of the last upload message, re-rendered on language change
   workers: [],
   coverage: new Map(), // kpj -> participant view
@@ -569,6 +572,9 @@ async function sendRows(button, body, contentType, submitted) {
     byRow.get(error.row).push(error);
   }
   const judged = source.map((row, i) => ({ ...row, index: i, errors: byRow.get(row.row) || [] }));
+  // A large file comes back with its wrong rows only: in all_or_nothing the
+  // page cannot send the whole list back, so the fix happens in the file.
+  state.reviewFixable = submitted !== null || data.rows_complete || data.mode === "keep_valid";
   if (data.errors.length === 0) {
     state.review = [];
     state.lastUpload = data.saved ? { kind: "uploadSavedAll", args: [data.saved] } : { kind: "uploadNothingNew", args: [] };
@@ -613,6 +619,8 @@ function renderReview() {
   const body = $("#review-table tbody");
   body.replaceChildren();
   section.hidden = state.review.length === 0;
+  $("#reupload").hidden = !state.reviewFixable;
+  $("#review-large").hidden = state.reviewFixable;
   const names = t("fieldNames");
   for (const row of state.review) {
     const bad = row.errors.length > 0;
@@ -648,7 +656,11 @@ function renderReview() {
       tr.append(td);
     }
     const list = el("ul");
-    for (const error of row.errors) list.append(el("li", { text: `${names[error.field] || error.field}: ${error.problem}` }));
+    for (const error of row.errors) {
+      // A cell's own error is written under the cell; here it is only named.
+      const inCell = FIELDS.includes(error.field);
+      list.append(el("li", { text: inCell ? names[error.field] : `${names[error.field] || error.field}: ${error.problem}` }));
+    }
     tr.append(el("td", { class: "problems", "data-label": t("colProblems") }, row.errors.length ? list : "✓"));
     body.append(tr);
   }
@@ -912,7 +924,7 @@ function renderHistory() {
     arrears.replaceChildren(el("p", { text: t("arrearsSome", data.arrears.length, rupiah(data.arrears_total_rupiah)) }));
     const list = el("ul");
     for (const a of data.arrears) {
-      const parts = [`${formatPeriod(a.period)} · ${a.payment_code} · ${rupiah(a.total_rupiah)}`, t("monthsLate", a.months_late, rupiah(a.late_fee_accrued_rupiah))];
+      const parts = [`${formatPeriod(a.period)} · ${a.payment_code} · ${rupiah(a.total_rupiah)}`, t("monthsLate", a.months_late, rupiah(a.late_fee_accrued_rupiah), rupiah(a.late_fee_charged_rupiah))];
       if (a.expired) parts.push(t("expired"));
       list.append(el("li", { text: parts.join(" — ") }));
     }
@@ -927,7 +939,7 @@ function renderHistory() {
     view.addEventListener("click", () => openBill(bill.payment_code));
     body.append(
       el("tr", { "data-code": bill.payment_code, "data-status": bill.status },
-        el("td", { "data-label": t("period"), text: formatPeriod(bill.period) + (bill.kpj ? ` · ${t("bpu")} ${bill.kpj}` : "") }),
+        el("td", { "data-label": t("colPeriod"), text: formatPeriod(bill.period) + (bill.kpj ? ` · ${t("bpu")} ${bill.kpj}` : "") }),
         el("td", { class: "mono", "data-label": t("paymentCode"), text: bill.payment_code }),
         el("td", { class: "num", "data-label": t("colAmount"), text: rupiah(bill.total_rupiah) }),
         el("td", { "data-label": t("dueDate"), text: formatDate(bill.due_date) }),
