@@ -166,7 +166,7 @@ def render(report) -> str:
         f"{ledger['late_fee_lines']:,} late fees (Rp{ledger['late_fee_rupiah']:,})",
         f"Ledger health ({summary['health']['source']}): {summary['health']['verdict'].upper()}",
     ]
-    for c in summary["health"]["checks"]:
+    for c in report.health["checks"]:
         lines.append(f"  {c['verdict']:<9} {c['name']:<22} {c['detail']}")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report.timings_s.items())
     lines += ["", f"Timings: {timings}"]

@@ -1,0 +1,65 @@
+"""The set-based province billing issues exactly what `submit_wage_report`
+issues, employer by employer: same payment codes, totals, lines and late fees."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from bank_adapters.registry import load_adapters
+from gateway.domain.periods import WIB, Period
+from gateway.runtime import prepare_database
+from gateway.service import employers as employer_service
+from gateway.sim import billing, population
+from gateway.store import database
+
+PERIOD = Period(2025, 8)
+BILLS_SQL = """
+    select b.payment_code, b.npp, b.kind, p.kpj, b.period, b.due_date, b.expires_at, b.total_rupiah, b.line_count, b.status
+      from bills b left join participants p on p.id = b.participant_id order by b.payment_code"""
+LINES_SQL = """
+    select b.payment_code, l.line_no, l.npp, p.kpj, l.program, l.basis_rupiah, l.employer_rupiah, l.worker_rupiah,
+           l.government_rupiah, s.payment_code as source, l.late_fee_months
+      from bill_lines l join bills b on b.id = l.bill_id left join participants p on p.id = l.participant_id
+      left join bills s on s.id = l.late_fee_source_bill_id order by b.payment_code, l.line_no"""
+OUTBOX_SQL = "select topic, npp, payload from outbox order by npp, payload->>'payment_code'"
+
+
+async def _seeded(url: str, province: population.Province):
+    await prepare_database(url, load_adapters())
+    pool = await database.create_pool(url, size_min=1, size_max=2)
+    await population.seed_province(pool, province, baseline_coverage_basis_points=3163, as_of=dt.date(2025, 9, 1))
+    return pool
+
+
+async def _by_service(pool, period: Period, now: dt.datetime) -> None:
+    for npp in [r["npp"] for r in await pool.fetch("select npp from employers order by npp")]:
+        async with pool.acquire() as conn, conn.transaction():
+            employer = await conn.fetchrow("select * from employers where npp = $1", npp)
+            await employer_service.submit_wage_report(conn, employer, str(period), {}, now, 90)
+
+
+async def test_set_based_billing_equals_the_wage_report_use_case_including_late_fees(fresh_database):
+    province = population.plan_province(700, seed=4, baseline_coverage_basis_points=3163)
+    plan_again = population.plan_province(700, seed=4, baseline_coverage_basis_points=3163)
+    service_pool = await _seeded(await fresh_database(), province)
+    set_pool = await _seeded(await fresh_database(), plan_again)
+    try:
+        first = dt.datetime(2025, 9, 2, 8, tzinfo=WIB)
+        await _by_service(service_pool, PERIOD, first)
+        billed = await billing.bill_province(set_pool, PERIOD, first, connections=1)
+        assert billed.bills == await set_pool.fetchval("select count(*) from bills") > 14
+        # A month later nothing was paid: every PU bill is past its deadline and carries a late fee.
+        later = dt.datetime(2025, 10, 20, 8, tzinfo=WIB)
+        await _by_service(service_pool, PERIOD + 1, later)
+        await billing.bill_province(set_pool, PERIOD + 1, later, connections=1)
+        for sql in (BILLS_SQL, LINES_SQL, OUTBOX_SQL):
+            expected = [tuple(r) for r in await service_pool.fetch(sql)]
+            actual = [tuple(r) for r in await set_pool.fetch(sql)]
+            assert actual == expected
+        assert await set_pool.fetchval("select count(*) from bill_lines where program = 'DENDA'") > 0
+        # Billing again issues nothing twice.
+        again = await billing.bill_province(set_pool, PERIOD + 1, later, connections=2)
+        assert again.bills == 0
+    finally:
+        await service_pool.close()
+        await set_pool.close()

@@ -1,0 +1,130 @@
+"""The simulator end to end: a small province, a real gateway on real
+sockets, the real SNAP BI and ISO 8583 clients, and `kanal check`'s checks.
+
+The 100,000-worker, three-month run of issue 9 takes minutes, so it is a
+documented command (docs/simulator.md) rather than a test; these runs
+exercise the same code at a few hundred workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import asyncpg
+import pytest
+from click.testing import CliRunner
+
+from gateway.cli import main
+from gateway.sim.scenario import load
+from gateway.sim.simulator import Simulation
+from gateway.store import database
+from tests.conftest import test_settings
+
+
+def _settings():
+    return test_settings(sandbox=False, log_format="json")
+
+
+async def _run(url: str, scenario, seed: int):
+    return await Simulation(scenario, seed=seed).run(url, settings=_settings())
+
+
+async def test_three_months_of_go_live_end_with_a_clean_ledger_and_more_coverage(fresh_database):
+    scenario = load("go-live").with_overrides(workers=800, months=3)
+    report = await _run(await fresh_database(), scenario, seed=11)
+
+    assert report.health["verdict"] == "clean", report.health
+    assert {c["name"] for c in report.health["checks"]} >= {"entries_balance", "trial_balance", "funds_equal_lines"}
+    province = report.province()
+    assert province["workforce"] == 800
+    # The baseline is 31.63 % of the PU workers and of the BPU workers, by regency, rounded down per employer.
+    assert 0.25 * 800 <= province["protected_before"] <= 0.3163 * 800 + 14
+    assert province["protected_after"] > province["protected_before"]
+    assert len(report.coverage) == 14
+    # Payments went through both adapters and were approved.
+    approved = {(o["protocol"], o["step"]): o["count"] for o in report.outcomes if o["code"] in ("00", "2002500")}
+    assert approved[("snap", "payment")] > 0 and approved[("iso8583", "payment")] > 0
+    # Every standing payment is one approved first payment (or one after a reversal), none from a duplicate.
+    payments_approved = sum(n for (p, step), n in approved.items() if step in ("payment", "payment after reversal"))
+    assert report.ledger["payments_posted"] + report.ledger["payments_reversed"] == payments_approved
+    # Late payers left PU bills open past the deadline: fees appear on later bills.
+    assert report.months[0]["late_fee_rupiah"] == 0
+    assert report.ledger["late_fee_lines"] > 0 and report.ledger["late_fee_rupiah"] > 0
+    # The rush: most on-time payments fall in the days before the 15th.
+    assert all(m["rush_payments"] > m["payments_sent"] // 3 for m in report.months)
+
+
+async def test_the_same_seed_gives_the_same_run_and_another_seed_does_not(fresh_database):
+    scenario = load("go-live").with_overrides(workers=300, months=2)
+    first = await _run(await fresh_database(), scenario, seed=5)
+    second = await _run(await fresh_database(), scenario, seed=5)
+    other = await _run(await fresh_database(), scenario, seed=6)
+    assert first.summary() == second.summary()
+    assert other.summary()["outcomes"] != first.summary()["outcomes"]
+
+
+async def test_duplicates_advices_and_reversals_post_nothing_twice(fresh_database):
+    scenario = load("faults").with_overrides(workers=400, months=2)
+    report = await _run(await fresh_database(), scenario, seed=3)
+    assert report.clean, report.health
+    by_step: dict[tuple[str, str], dict[str, int]] = {}
+    for o in report.outcomes:
+        by_step.setdefault((o["protocol"], o["step"]), {})[o["code"]] = o["count"]
+    # Repeats are answered as the original was (the same success), never refused, never posted again.
+    assert set(by_step[("snap", "duplicate")]) == {"2002500"}
+    assert set(by_step[("snap", "advice")]) == {"2002500"}
+    assert set(by_step[("iso8583", "duplicate")]) == {"00"}
+    assert set(by_step[("iso8583", "advice")]) == {"00"}
+    assert by_step[("iso8583", "reversal")] == {"00": report.ledger["payments_reversed"]}
+    assert report.ledger["payments_reversed"] > 0
+
+
+def test_kanal_simulate_runs_from_the_command_line_and_exits_0_on_a_clean_ledger(admin_url, tmp_path):
+    name = f"kanal_sim_cli_{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        main,
+        ["simulate", "--workers", "150", "--duration", "1", "--seed", "9", "--database", name, "--quiet", "--json", str(out)],
+        env={"DATABASE_URL": database.database_url_with_name(admin_url, "postgres"), "KANAL_LOG_FORMAT": "json"},
+    )
+    try:
+        assert result.exit_code == 0, result.output
+        assert "Coverage (protected workers, JKK) per regency" in result.output
+        assert "Ledger health (gateway.ops.checks.run_checks): CLEAN" in result.output
+        assert "Pontianak" in result.output
+        import json
+
+        saved = json.loads(out.read_text())
+        assert saved["workers"] == 150 and saved["health"]["verdict"] == "clean"
+    finally:
+        import asyncio
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(admin_url)
+            try:
+                await conn.execute(f'drop database if exists "{name}" with (force)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+def test_kanal_simulate_refuses_a_bad_scenario_before_touching_a_database(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[behaviour]\nlate_percent = 150\n")
+    result = CliRunner().invoke(main, ["simulate", "--scenario", str(bad)], env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    assert result.exit_code == 2
+    assert "behaviour.late_percent: must be from 0 to 100, got 150" in result.output
+
+
+def test_kanal_simulate_help_teaches_the_options():
+    result = CliRunner().invoke(main, ["simulate", "--help"])
+    assert result.exit_code == 0
+    for text in ("--scenario", "--workers", "--duration", "--rate", "--seed", "1819430", "kanal simulate --scenario rush"):
+        assert text in result.output
+
+
+def test_scenario_dataclasses_are_frozen():
+    scenario = load(None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        scenario.workers = 1  # type: ignore[misc]
