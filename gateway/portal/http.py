@@ -143,7 +143,14 @@ async def upload_participants(request: web.Request) -> web.Response:
             result.errors = parse_errors + result.errors
     errors = sorted(result.errors, key=lambda e: e["row"])
     rejected = len({e["row"] for e in errors})
-    log.info("portal.upload", npp=employer["npp"], format=file_format, mode=mode, saved=result.saved, rejected=rejected)
+    log.info(
+        "portal.upload",
+        npp=employer["npp"],
+        format=file_format,
+        mode=mode,
+        saved=result.saved,
+        rejected=rejected,
+    )
     preview = sheets.preview_rows(csv_bytes)
     rows_complete = len(preview) <= PREVIEW_ROWS_MAX
     if not rows_complete:
@@ -190,7 +197,10 @@ async def bill_pdf(request: web.Request) -> web.Response:
     return web.Response(
         body=body,
         content_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "no-store",
+        },
     )
 
 
@@ -223,7 +233,10 @@ async def pay_with_virtual_bank(request: web.Request) -> web.Response:
     pool = request.app[pool_key]
     bill = await pool.fetchrow("select payment_code, status from bills where id = $1", bill_id)
     if bill["status"] == "paid":
-        raise Conflict(f"bill {bill['payment_code']} is already paid", [{"field": "payment_code", "problem": "already paid"}])
+        raise Conflict(
+            f"bill {bill['payment_code']} is already paid",
+            [{"field": "payment_code", "problem": "already paid"}],
+        )
     cache = request.app[credentials_key]
     if "credentials" not in cache:
         cache["credentials"] = await virtual_bank.credentials(pool)
@@ -235,9 +248,19 @@ async def pay_with_virtual_bank(request: web.Request) -> web.Response:
         detail = f"SNAP {error.step} answered {answer.code} {answer.body.get('responseMessage', '')}".strip()
         raise BankRefused(
             detail,
-            [{"field": error.step, "problem": reason.get("english") or str(answer.body.get("responseMessage", ""))}],
+            [
+                {
+                    "field": error.step,
+                    "problem": reason.get("english") or str(answer.body.get("responseMessage", "")),
+                }
+            ],
         ) from None
-    log.info("portal.virtual_bank_paid", npp=employer["npp"], payment_code=receipt.payment_code, code=receipt.response_code)
+    log.info(
+        "portal.virtual_bank_paid",
+        npp=employer["npp"],
+        payment_code=receipt.payment_code,
+        code=receipt.response_code,
+    )
     return json_ok(
         {
             "payment_code": receipt.payment_code,
@@ -295,7 +318,14 @@ async def history(request: web.Request) -> web.Response:
         bills.append(item)
         if r["status"] == "open" and r["due_date"] < today:
             months = dues.months_late(r["due_date"], today)
-            accrued = max(0, dues.late_fee_rupiah(r["dues_rupiah"], months) - r["fees_charged_rupiah"]) if r["kind"] == "PU" else 0
+            accrued = (
+                max(
+                    0,
+                    dues.late_fee_rupiah(r["dues_rupiah"], months) - r["fees_charged_rupiah"],
+                )
+                if r["kind"] == "PU"
+                else 0
+            )
             arrears.append(
                 {
                     **item,

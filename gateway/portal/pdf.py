@@ -44,7 +44,13 @@ def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
     pdf.set_font("Helvetica", "B", 16)
     pdf.cell(width, 9, "Tagihan Iuran BPJS Ketenagakerjaan", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 10)
-    pdf.cell(width, 5, "Contribution bill - pay at any Bank Kalbar teller, ATM or mobile banking", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        width,
+        5,
+        "Contribution bill - pay at any Bank Kalbar teller, ATM or mobile banking",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.ln(4)
 
     pdf.set_font("Helvetica", "", 10)
@@ -52,7 +58,13 @@ def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
     pdf.set_font("Courier", "B", 26)
     pdf.cell(width, 12, bill["payment_code"], new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 10)
-    pdf.cell(width, 6, "Jumlah yang harus dibayar / Amount due", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        width,
+        6,
+        "Jumlah yang harus dibayar / Amount due",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.set_font("Helvetica", "B", 20)
     pdf.cell(width, 10, rupiah(bill["total_rupiah"]), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
@@ -61,14 +73,26 @@ def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
     expires = bill["expires_at"]
     facts = [
         ("Pemberi kerja / Employer", f"{employer['name']} (NPP {employer['npp']})"),
-        ("Wilayah / Regency", employer.get("regency_name", employer.get("regency_code", ""))),
-        ("Periode / Period", bill["period"] + (f" - BPU {bill['kpj']}" if bill.get("kpj") else "")),
-        ("Jatuh tempo / Due date", due.isoformat() if hasattr(due, "isoformat") else str(due)),
+        (
+            "Wilayah / Regency",
+            employer.get("regency_name", employer.get("regency_code", "")),
+        ),
+        (
+            "Periode / Period",
+            bill["period"] + (f" - BPU {bill['kpj']}" if bill.get("kpj") else ""),
+        ),
+        (
+            "Jatuh tempo / Due date",
+            due.isoformat() if hasattr(due, "isoformat") else str(due),
+        ),
         (
             "Berlaku sampai / Payable until",
             expires.astimezone(WIB).date().isoformat() if hasattr(expires, "astimezone") else str(expires),
         ),
-        ("Status", "LUNAS / PAID" if bill["status"] == "paid" else "BELUM DIBAYAR / UNPAID"),
+        (
+            "Status",
+            "LUNAS / PAID" if bill["status"] == "paid" else "BELUM DIBAYAR / UNPAID",
+        ),
     ]
     pdf.set_font("Helvetica", "", 10)
     for label, value in facts:
@@ -79,8 +103,20 @@ def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
     pdf.ln(4)
 
     pdf.set_font("Helvetica", "B", 11)
-    pdf.cell(width, 7, "Rincian per program / Totals per program", new_x="LMARGIN", new_y="NEXT")
-    headers = ("Program\n ", "Pemberi kerja\nEmployer", "Pekerja\nWorker", "Pemerintah*\nGovernment*", "Ditagih\nBilled")
+    pdf.cell(
+        width,
+        7,
+        "Rincian per program / Totals per program",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
+    headers = (
+        "Program\n ",
+        "Pemberi kerja\nEmployer",
+        "Pekerja\nWorker",
+        "Pemerintah*\nGovernment*",
+        "Ditagih\nBilled",
+    )
     widths = (width * 0.32, width * 0.17, width * 0.17, width * 0.17, width * 0.17)
     pdf.set_font("Helvetica", "B", 9)
     pdf.set_fill_color(230, 236, 242)
@@ -106,7 +142,15 @@ def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
         pdf.ln(6)
     pdf.set_font("Helvetica", "B", 10)
     pdf.cell(sum(widths[:4]), 7, "Total", border=1)
-    pdf.cell(widths[4], 7, rupiah(bill["total_rupiah"]), border=1, align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        widths[4],
+        7,
+        rupiah(bill["total_rupiah"]),
+        border=1,
+        align="R",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.ln(2)
     pdf.set_font("Helvetica", "", 8)
     if bill.get("late_fees_rupiah"):

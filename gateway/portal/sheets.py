@@ -53,10 +53,14 @@ def xlsx_to_csv(raw: bytes, rows_max: int) -> bytes:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             expanded = sum(info.file_size for info in archive.infolist())
     except zipfile.BadZipFile:
-        raise Invalid.field("file", "not an .xlsx workbook (it is not a zip archive); save it as Excel Workbook (.xlsx) or CSV") from None
+        raise Invalid.field(
+            "file",
+            "not an .xlsx workbook (it is not a zip archive); save it as Excel Workbook (.xlsx) or CSV",
+        ) from None
     if expanded > XLSX_UNCOMPRESSED_BYTES_MAX:
         raise Invalid.field(
-            "file", f"the workbook expands to {expanded} bytes; at most {XLSX_UNCOMPRESSED_BYTES_MAX} bytes uncompressed"
+            "file",
+            f"the workbook expands to {expanded} bytes; at most {XLSX_UNCOMPRESSED_BYTES_MAX} bytes uncompressed",
         )
     try:
         workbook = load_workbook(io.BytesIO(raw), read_only=True, data_only=True)

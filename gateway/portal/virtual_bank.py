@@ -55,13 +55,17 @@ async def credentials(pool: asyncpg.Pool) -> Credentials:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("select pg_advisory_xact_lock($1)", _REGISTRATION_LOCK_KEY)
         private_key_pem = await conn.fetchval(
-            "select private_key_pem from portal_virtual_banks where partner_id = $1", PARTNER_ID
+            "select private_key_pem from portal_virtual_banks where partner_id = $1",
+            PARTNER_ID,
         )
         if private_key_pem is None:
             # RSA key generation takes a moment: keep it off the event loop.
             private_key_pem, public_key_pem = await asyncio.to_thread(protocol.generate_key_pair)
             request = partners.PartnerRequest(
-                partner_id=PARTNER_ID, client_key=CLIENT_KEY, public_key_pem=public_key_pem, sandbox=True
+                partner_id=PARTNER_ID,
+                client_key=CLIENT_KEY,
+                public_key_pem=public_key_pem,
+                sandbox=True,
             )
             # The partner row and its key commit together: `register` only
             # needs `fetchrow`, which the transaction's connection has.

@@ -44,7 +44,13 @@ def planted_workbook(base: int = 7000) -> Planted:
     k = [make_kpj(base + i) for i in range(7)]
     n = [make_nik(base + i) for i in range(7)]
     rows = [
-        (int(k[0]), n[0], "Budi Santoso", 5_000_000, "PU"),  # sheet row 2: valid, KPJ typed as a number
+        (
+            int(k[0]),
+            n[0],
+            "Budi Santoso",
+            5_000_000,
+            "PU",
+        ),  # sheet row 2: valid, KPJ typed as a number
         (k[1], n[1][:-2], "Sari Dewi", 4_500_000, "PU"),  # row 3: NIK 14 digits
         (k[2], n[2], "Agus Salim", 4_250_000.5, "PU"),  # row 4: wage with decimals
         (k[3], n[3], "Rina Wati", 3_900_000, "PU"),  # row 5: valid
@@ -55,7 +61,12 @@ def planted_workbook(base: int = 7000) -> Planted:
     return Planted(
         content=workbook_bytes(rows),
         valid_kpjs=(k[0], k[3], k[5]),
-        errors={3: ("nik", n[1]), 4: ("wage", "4250000"), 6: ("segment", "PU"), 8: ("kpj", k[6])},
+        errors={
+            3: ("nik", n[1]),
+            4: ("wage", "4250000"),
+            6: ("segment", "PU"),
+            8: ("kpj", k[6]),
+        },
     )
 
 
@@ -68,10 +79,12 @@ async def call(server, method: str, path: str, key: str | None = None, **kwargs)
     headers = dict(kwargs.pop("headers", {}))
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, server.url + path, headers=headers, **kwargs) as response:
-            body = await response.json() if "json" in response.content_type else await response.read()
-            return response.status, body, dict(response.headers)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, server.url + path, headers=headers, **kwargs) as response,
+    ):
+        body = await response.json() if "json" in response.content_type else await response.read()
+        return response.status, body, dict(response.headers)
 
 
 def pdf_text_and_image(content: bytes, image_path) -> str:

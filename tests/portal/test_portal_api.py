@@ -48,7 +48,12 @@ async def test_xlsx_with_planted_errors_saves_nothing_and_names_each_row_and_fie
     employer, key, _ = await bills.create_employer(workers=1)
     before = await participant_kpjs(gateway_server.pool, employer["npp"])
     status, body, _ = await call(
-        gateway_server, "POST", "/portal/api/participants/upload", key, data=planted.content, headers={"Content-Type": XLSX}
+        gateway_server,
+        "POST",
+        "/portal/api/participants/upload",
+        key,
+        data=planted.content,
+        headers={"Content-Type": XLSX},
     )
     assert status == 422, body
     assert body["saved"] == 0 and body["rejected"] == 4 and body["format"] == "xlsx"
@@ -78,13 +83,21 @@ async def test_keep_valid_saves_exactly_the_valid_rows(gateway_server, bills, pl
     )
     assert status == 201, body
     assert body["saved"] == 3 and body["rejected"] == 4
-    assert await participant_kpjs(gateway_server.pool, employer["npp"]) == {*existing, *planted.valid_kpjs}
+    assert await participant_kpjs(gateway_server.pool, employer["npp"]) == {
+        *existing,
+        *planted.valid_kpjs,
+    }
 
 
 async def test_a_fixed_csv_after_a_refused_workbook_saves_every_row(gateway_server, bills, planted):
     employer, key, _ = await bills.create_employer(workers=0)
     status, body, _ = await call(
-        gateway_server, "POST", "/portal/api/participants/upload", key, data=planted.content, headers={"Content-Type": XLSX}
+        gateway_server,
+        "POST",
+        "/portal/api/participants/upload",
+        key,
+        data=planted.content,
+        headers={"Content-Type": XLSX},
     )
     assert status == 422
     rows = body["rows"]
@@ -95,7 +108,12 @@ async def test_a_fixed_csv_after_a_refused_workbook_saves_every_row(gateway_serv
         f"{r['kpj']},{r['nik']},{r['name']},{r['wage']},{r['segment']}\n" for r in rows
     )
     status, body, _ = await call(
-        gateway_server, "POST", "/portal/api/participants/upload", key, data=text.encode(), headers={"Content-Type": "text/csv"}
+        gateway_server,
+        "POST",
+        "/portal/api/participants/upload",
+        key,
+        data=text.encode(),
+        headers={"Content-Type": "text/csv"},
     )
     assert status == 201, body
     assert body["saved"] == 7 and body["errors"] == []
@@ -108,7 +126,12 @@ async def test_a_large_upload_echoes_only_its_wrong_rows(gateway_server, bills, 
     monkeypatch.setattr(portal_http, "PREVIEW_ROWS_MAX", 5)  # 7 rows, 4 wrong
     _, key, _ = await bills.create_employer(workers=0)
     status, body, _ = await call(
-        gateway_server, "POST", "/portal/api/participants/upload", key, data=planted.content, headers={"Content-Type": XLSX}
+        gateway_server,
+        "POST",
+        "/portal/api/participants/upload",
+        key,
+        data=planted.content,
+        headers={"Content-Type": XLSX},
     )
     assert status == 422
     assert body["rows_complete"] is False
@@ -125,19 +148,34 @@ async def test_unreadable_uploads_are_refused_with_the_field_at_fault(gateway_se
     ]
     for data, content_type, field in cases:
         status, body, _ = await call(
-            gateway_server, "POST", "/portal/api/participants/upload", key, data=data, headers={"Content-Type": content_type}
+            gateway_server,
+            "POST",
+            "/portal/api/participants/upload",
+            key,
+            data=data,
+            headers={"Content-Type": content_type},
         )
         assert status == 422, (field, body)
         assert body["errors"][0]["field"] == field, body
     status, body, _ = await call(
-        gateway_server, "POST", "/portal/api/participants/upload?mode=some", key, data=b"x", headers={"Content-Type": "text/csv"}
+        gateway_server,
+        "POST",
+        "/portal/api/participants/upload?mode=some",
+        key,
+        data=b"x",
+        headers={"Content-Type": "text/csv"},
     )
     assert status == 422 and body["errors"][0]["field"] == "mode"
 
 
 async def test_bill_pdf_renders_with_the_payment_code_and_total(gateway_server, bills, artifacts):
     bill = await bills.create(workers=3)
-    status, content, headers = await call(gateway_server, "GET", f"/portal/api/bills/{bill.payment_code}/pdf", bill.api_key)
+    status, content, headers = await call(
+        gateway_server,
+        "GET",
+        f"/portal/api/bills/{bill.payment_code}/pdf",
+        bill.api_key,
+    )
     assert status == 200
     assert headers["Content-Type"] == "application/pdf"
     assert f"tagihan-{bill.payment_code}.pdf" in headers["Content-Disposition"]
@@ -156,29 +194,59 @@ async def test_bill_pdf_renders_with_the_payment_code_and_total(gateway_server, 
 async def test_virtual_bank_pays_through_the_snap_adapter_and_reuses_its_partner(gateway_server, bills):
     pool = gateway_server.pool
     first = await bills.create(workers=2)
-    status, body, _ = await call(gateway_server, "POST", f"/portal/api/bills/{first.payment_code}/virtual-bank", first.api_key)
+    status, body, _ = await call(
+        gateway_server,
+        "POST",
+        f"/portal/api/bills/{first.payment_code}/virtual-bank",
+        first.api_key,
+    )
     assert status == 200, body
     assert body["paid_rupiah"] == first.total_rupiah
     assert [x["step"] for x in body["exchanges"]] == ["inquiry", "payment"]
     assert body["response_code"] == "2002500"
-    payment = await pool.fetchrow("select channel, amount_rupiah from payments where payment_code = $1", first.payment_code)
+    payment = await pool.fetchrow(
+        "select channel, amount_rupiah from payments where payment_code = $1",
+        first.payment_code,
+    )
     assert payment["channel"] == f"snap:{virtual_bank.PARTNER_ID}"
     assert payment["amount_rupiah"] == first.total_rupiah
     # The SNAP adapter logged a token, an inquiry and a payment exchange.
-    services = {r["service_code"] for r in await pool.fetch("select service_code from snap_exchanges where partner_id = $1", virtual_bank.PARTNER_ID)}
+    services = {
+        r["service_code"]
+        for r in await pool.fetch(
+            "select service_code from snap_exchanges where partner_id = $1",
+            virtual_bank.PARTNER_ID,
+        )
+    }
     assert {"73", "24", "25"} <= services
     # Each worker is protected now (the employer API's own view).
     status, worker, _ = await call(gateway_server, "GET", f"/api/v1/participants/{first.kpjs[0]}", first.api_key)
     assert {c["state"] for c in worker["coverage"]} == {"active"}
     # Paid twice: refused before the bank is bothered.
-    status, body, _ = await call(gateway_server, "POST", f"/portal/api/bills/{first.payment_code}/virtual-bank", first.api_key)
+    status, body, _ = await call(
+        gateway_server,
+        "POST",
+        f"/portal/api/bills/{first.payment_code}/virtual-bank",
+        first.api_key,
+    )
     assert status == 409 and body["errors"][0]["problem"] == "already paid"
     # A second bill reuses the same partner.
     second = await bills.create(workers=1)
-    status, body, _ = await call(gateway_server, "POST", f"/portal/api/bills/{second.payment_code}/virtual-bank", second.api_key)
+    status, body, _ = await call(
+        gateway_server,
+        "POST",
+        f"/portal/api/bills/{second.payment_code}/virtual-bank",
+        second.api_key,
+    )
     assert status == 200, body
     assert await pool.fetchval("select count(*) from portal_virtual_banks") == 1
-    assert await pool.fetchval("select count(*) from snap_partners where partner_id = $1", virtual_bank.PARTNER_ID) == 1
+    assert (
+        await pool.fetchval(
+            "select count(*) from snap_partners where partner_id = $1",
+            virtual_bank.PARTNER_ID,
+        )
+        == 1
+    )
 
 
 async def test_virtual_bank_is_refused_outside_the_sandbox(database_url, clock, bills):
@@ -187,7 +255,12 @@ async def test_virtual_bank_is_refused_outside_the_sandbox(database_url, clock, 
     try:
         server = RunningGateway(gateway)
         bill = await bills.create(workers=1)
-        status, body, _ = await call(server, "POST", f"/portal/api/bills/{bill.payment_code}/virtual-bank", bill.api_key)
+        status, body, _ = await call(
+            server,
+            "POST",
+            f"/portal/api/bills/{bill.payment_code}/virtual-bank",
+            bill.api_key,
+        )
         assert status == 403
         assert body["errors"] == [{"field": "sandbox", "problem": "off"}]
         assert await server.pool.fetchval("select count(*) from payments") == 0
@@ -202,7 +275,12 @@ async def test_history_lists_payments_and_arrears_with_accrued_late_fees(gateway
     this_month = Period.from_date(dt.datetime.now(dt.UTC).astimezone(WIB).date())
     late = await bills.report(employer, key, kpjs, str(this_month - 3))
     paid = await bills.report(employer, key, kpjs, str(this_month - 1))
-    status, body, _ = await call(gateway_server, "POST", f"/portal/api/bills/{paid.payment_code}/virtual-bank", key)
+    status, body, _ = await call(
+        gateway_server,
+        "POST",
+        f"/portal/api/bills/{paid.payment_code}/virtual-bank",
+        key,
+    )
     assert status == 200, body
     status, history, _ = await call(gateway_server, "GET", "/portal/api/history", key)
     assert status == 200

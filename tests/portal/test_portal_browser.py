@@ -91,7 +91,19 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
         await assert_all_labelled(page)
         order = await tab_order(page, 14)
         # Skip link, both language buttons, the key, sign-in, then registration.
-        for control in ("Langsung ke isi", "Bahasa Indonesia", "English", "api-key", "Masuk", "reg-npp", "reg-name", "reg-regency", "reg-size", "reg-risk", "Daftar"):
+        for control in (
+            "Langsung ke isi",
+            "Bahasa Indonesia",
+            "English",
+            "api-key",
+            "Masuk",
+            "reg-npp",
+            "reg-name",
+            "reg-regency",
+            "reg-size",
+            "reg-risk",
+            "Daftar",
+        ):
             assert control in order, (control, " | ".join(str(o)[:30] for o in order))
         assert order.index("api-key") < order.index("reg-npp") < order.index("reg-risk")
         await page.screenshot(path=str(artifacts / "portal-01-welcome.png"), full_page=True)
@@ -115,7 +127,13 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
 
         # --- a workbook with planted errors: nothing saved ---------------------
         await page.get_by_label("Berkas pekerja (.csv atau .xlsx)").set_input_files(
-            files=[{"name": "pekerja.xlsx", "mimeType": "application/octet-stream", "buffer": planted.content}]
+            files=[
+                {
+                    "name": "pekerja.xlsx",
+                    "mimeType": "application/octet-stream",
+                    "buffer": planted.content,
+                }
+            ]
         )
         await press(page, page.get_by_role("button", name="Unggah", exact=True))
         await page.wait_for_selector("#review:not([hidden])")
@@ -125,7 +143,10 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
             assert "row-bad" in await row.get_attribute("class")
             names = {"nik": "NIK", "wage": "Upah", "segment": "Segmen", "kpj": "KPJ"}
             cell = row.get_by_label(f"Baris {sheet_row}, {names[field]}")
-            assert await cell.get_attribute("aria-invalid") == "true", (sheet_row, field)
+            assert await cell.get_attribute("aria-invalid") == "true", (
+                sheet_row,
+                field,
+            )
             described = await cell.get_attribute("aria-describedby")
             assert await page.locator(f"#{described}").text_content()
         for sheet_row in (2, 5, 7):
@@ -135,24 +156,37 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
         await page.screenshot(path=str(artifacts / "portal-03-planted-errors.png"), full_page=True)
 
         # --- keep the valid rows: exactly those are saved ----------------------
-        await press(page, page.get_by_label("Simpan baris yang benar, tampilkan yang salah"), " ")
+        await press(
+            page,
+            page.get_by_label("Simpan baris yang benar, tampilkan yang salah"),
+            " ",
+        )
         assert await page.get_by_label("Simpan baris yang benar, tampilkan yang salah").is_checked()
         await press(page, page.get_by_role("button", name="Unggah", exact=True))
-        await page.wait_for_function("() => document.querySelector('#upload-result').textContent.includes('3 pekerja tersimpan')")
+        await page.wait_for_function(
+            "() => document.querySelector('#upload-result').textContent.includes('3 pekerja tersimpan')"
+        )
         saved = {r["kpj"] for r in await pool.fetch("select kpj from participants where npp = 'PT000001'")}
         assert saved == set(planted.valid_kpjs)
-        assert sorted(int(r) for r in await page.locator("#review-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.row)")) == sorted(planted.errors)
+        assert sorted(
+            int(r)
+            for r in await page.locator("#review-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.row)")
+        ) == sorted(planted.errors)
 
         # --- fix the rest in the page and upload again ------------------------
         names = {"nik": "NIK", "wage": "Upah", "segment": "Segmen", "kpj": "KPJ"}
         for sheet_row, (field, fixed) in planted.errors.items():
             await page.get_by_label(f"Baris {sheet_row}, {names[field]}").fill(fixed)
         await press(page, page.get_by_role("button", name="Unggah lagi baris yang diperbaiki"))
-        await page.wait_for_function("() => document.querySelector('#upload-result').textContent.includes('4 pekerja tersimpan')")
+        await page.wait_for_function(
+            "() => document.querySelector('#upload-result').textContent.includes('4 pekerja tersimpan')"
+        )
         assert await page.locator("#review").is_hidden()
         assert await pool.fetchval("select count(*) from participants where npp = 'PT000001'") == 7
         await page.wait_for_function("() => document.querySelectorAll('#workers-table tbody tr').length === 7")
-        await page.wait_for_function("() => document.querySelectorAll('#workers-table .chip[data-state=none]').length === 7 * 5")
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#workers-table .chip[data-state=none]').length === 7 * 5"
+        )
         assert "0 dari 7 pekerja terlindungi" in await page.text_content("#protection-summary")
 
         # --- an old report left unpaid, then this month's: late fees -----------
@@ -160,13 +194,17 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
         assert await period_box.input_value() == str(report_period)  # the usual report is last month's
         await period_box.fill(str(late_period))
         await press(page, page.get_by_role("button", name="Kirim laporan"))
-        await page.wait_for_function(f"() => document.querySelector('#history-table tbody tr') !== null")
+        await page.wait_for_function("() => document.querySelector('#history-table tbody tr') !== null")
         late_code = await page.text_content("#bill-code")
         await period_box.fill(str(report_period))
         await period_box.press("Enter")
-        await page.wait_for_function(f"code => document.querySelector('#bill-code').textContent !== code", arg=late_code)
+        await page.wait_for_function(
+            "code => document.querySelector('#bill-code').textContent !== code",
+            arg=late_code,
+        )
         bill = await pool.fetchrow(
-            "select payment_code, total_rupiah from bills where npp = 'PT000001' and period = $1", str(report_period)
+            "select payment_code, total_rupiah from bills where npp = 'PT000001' and period = $1",
+            str(report_period),
         )
         assert await page.text_content("#bill-code") == bill["payment_code"]
         assert await page.text_content("#bill-total") == rupiah(bill["total_rupiah"])
@@ -196,8 +234,12 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
         await page.wait_for_function("() => document.querySelector('#pay-result').textContent.startsWith('Lunas')")
         assert "payment 2002500" in await page.text_content("#pay-result")
         assert await page.text_content("#bill-status") == "Lunas"
-        await page.wait_for_function("() => document.querySelectorAll('#workers-table tr[data-protected=true]').length === 7")
-        assert int(await page.get_attribute("#protection", "data-live-updates")) > updates_before  # the SSE stream did it
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#workers-table tr[data-protected=true]').length === 7"
+        )
+        assert (
+            int(await page.get_attribute("#protection", "data-live-updates")) > updates_before
+        )  # the SSE stream did it
         assert await page.locator("#workers-table .chip[data-state=active]").count() == 7 * 5
         assert "7 dari 7 pekerja terlindungi" in await page.text_content("#protection-summary")
         channel = await pool.fetchval("select channel from payments where payment_code = $1", bill["payment_code"])
@@ -218,15 +260,29 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
 
         # Pay the arrears from the history, by keyboard.
         await press(page, page.get_by_role("button", name=f"View bill {late_code}"))
-        await page.wait_for_function("code => document.querySelector('#bill-code').textContent === code", arg=late_code)
-        await press(page, page.get_by_role("button", name="Pay with the virtual bank (sandbox)"), " ")
+        await page.wait_for_function(
+            "code => document.querySelector('#bill-code').textContent === code",
+            arg=late_code,
+        )
+        await press(
+            page,
+            page.get_by_role("button", name="Pay with the virtual bank (sandbox)"),
+            " ",
+        )
         await page.wait_for_function("() => document.querySelector('#arrears').textContent === 'No arrears.'")
         assert await page.locator("#history-table tr[data-status=paid]").count() == 2
 
         # In the portal, Tab reaches every step's controls in order.
         order = await tab_order(page, 40)
         # A radio group is one Tab stop: its checked radio (keep_valid, chosen above).
-        wanted = ["upload-file", "mode-keep", "Upload", "report-period", "Submit report", "download-pdf"]
+        wanted = [
+            "upload-file",
+            "mode-keep",
+            "Upload",
+            "report-period",
+            "Submit report",
+            "download-pdf",
+        ]
         for control in wanted:
             assert control in order, (control, " | ".join(str(o)[:30] for o in order))
         assert [order.index(c) for c in wanted] == sorted(order.index(c) for c in wanted)
@@ -236,7 +292,13 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
         await release_streams(pool)
 
     # --- on a phone: sign in with the key, everything fits the screen ----------
-    phone = await browser.new_context(viewport=PHONE, locale="en-US", is_mobile=True, has_touch=True, device_scale_factor=2)
+    phone = await browser.new_context(
+        viewport=PHONE,
+        locale="en-US",
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+    )
     page = await phone.new_page()
     page.set_default_timeout(WAIT_MS)
     try:
@@ -250,7 +312,9 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
         await page.screenshot(path=str(artifacts / "portal-08-phone-signin.png"), full_page=True)
         await page.get_by_label("API key", exact=True).fill(api_key)
         await page.get_by_label("API key", exact=True).press("Enter")
-        await page.wait_for_function("() => document.querySelectorAll('#workers-table tr[data-protected=true]').length === 7")
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#workers-table tr[data-protected=true]').length === 7"
+        )
         await press(page, page.get_by_role("button", name="Bahasa Indonesia"))
         await page.wait_for_function("() => document.querySelector('#arrears').textContent === 'Tidak ada tunggakan.'")
         overflow = await page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
