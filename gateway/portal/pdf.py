@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fpdf import FPDF
-
 from gateway.domain.periods import WIB
 
 PROGRAM_NAMES = {
@@ -33,6 +31,16 @@ def _latin1(text: str) -> str:
 
 
 def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
+    # Imported here: a gateway without fpdf2 still serves everything else.
+    try:
+        from fpdf import FPDF
+    except ModuleNotFoundError:
+        from gateway.portal.sheets import Unavailable
+
+        raise Unavailable(
+            "the bill PDF needs the fpdf2 package (pip install 'fpdf2>=2.7')",
+            [{"field": "pdf", "problem": "fpdf2 is not installed"}],
+        ) from None
     pdf = FPDF(format="A4")
     pdf.set_title(f"Tagihan iuran {bill['payment_code']}")
     pdf.set_author("Kanal")

@@ -15,11 +15,14 @@ import datetime as dt
 import io
 import zipfile
 
-from openpyxl import load_workbook
-from openpyxl.utils.exceptions import InvalidFileException
-
 from gateway.http.employer import CSV_HEADER
-from gateway.service.errors import Invalid
+from gateway.service.errors import Invalid, ServiceError
+
+
+class Unavailable(ServiceError):
+    status = 503
+    title = "Not installed"
+
 
 XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # A workbook is a zip: refuse one that would expand to more than this, so a
@@ -62,6 +65,15 @@ def xlsx_to_csv(raw: bytes, rows_max: int) -> bytes:
             "file",
             f"the workbook expands to {expanded} bytes; at most {XLSX_UNCOMPRESSED_BYTES_MAX} bytes uncompressed",
         )
+    try:
+        # Imported here: a gateway without openpyxl still serves everything else.
+        from openpyxl import load_workbook
+        from openpyxl.utils.exceptions import InvalidFileException
+    except ModuleNotFoundError:
+        raise Unavailable(
+            "reading .xlsx needs the openpyxl package (pip install 'openpyxl>=3.1'); upload CSV meanwhile",
+            [{"field": "file", "problem": "xlsx support is not installed"}],
+        ) from None
     try:
         workbook = load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
     except (InvalidFileException, KeyError, ValueError, zipfile.BadZipFile) as error:
