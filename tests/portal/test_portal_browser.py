@@ -149,6 +149,8 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
             )
             described = await cell.get_attribute("aria-describedby")
             assert await page.locator(f"#{described}").text_content()
+        # The duplicate is named by its sheet row, as the employer sees it.
+        assert "duplicate of row 2" in await page.locator("#review-table tr[data-row='8']").text_content()
         for sheet_row in (2, 5, 7):
             assert await page.locator(f"#review-table tr[data-row='{sheet_row}'] input").count() == 0
         assert await pool.fetchval("select count(*) from participants where npp = 'PT000001'") == 0

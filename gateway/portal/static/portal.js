@@ -12,7 +12,6 @@ const WORKERS_SHOWN_MAX = 100;
 // Parallel GET /api/v1/participants/{kpj} while refreshing protection.
 const STATE_REQUESTS_IN_FLIGHT_MAX = 6;
 const FIELDS = ["kpj", "nik", "name", "wage", "segment"];
-const PROGRAMS = ["JKK", "JKM", "JHT", "JP", "JKP"];
 
 const TEXT = {
   id: {
@@ -241,6 +240,7 @@ const state = {
   coverage: new Map(), // kpj -> participant view
   history: null,
   payMessage: null,
+  notice: null,
   stream: null,
   liveUpdates: 0,
   refreshing: false,
@@ -322,10 +322,16 @@ async function api(path, { method = "GET", json, body, contentType, auth = true 
   return { status: response.status, data, response };
 }
 
+// A notice is kept as a function of the language, so the toggle re-words it.
 function notify(message, bad = false) {
+  state.notice = message ? { render: typeof message === "function" ? message : () => message, bad } : null;
+  renderNotice();
+}
+
+function renderNotice() {
   const box = $("#notice");
-  box.textContent = message || "";
-  box.classList.toggle("bad", bad);
+  box.textContent = state.notice ? state.notice.render() : "";
+  box.classList.toggle("bad", Boolean(state.notice && state.notice.bad));
 }
 
 function setFieldError(id, message) {
@@ -364,6 +370,7 @@ function applyLanguage(lang) {
 }
 
 function renderAll() {
+  renderNotice();
   if (state.employer) renderEmployer();
   renderUploadMessage();
   renderReview();
@@ -471,7 +478,7 @@ async function onRegister(event) {
     const { data } = await api("/api/v1/employers", { method: "POST", json: payload, auth: false });
     $("#new-key-value").value = data.api_key;
     $("#new-key").hidden = false;
-    notify(t("registered"));
+    notify(() => t("registered"));
     $("#new-key").focus();
   } catch (error) {
     let first = null;
@@ -566,8 +573,11 @@ async function sendRows(button, body, contentType, submitted) {
   const source = submitted
     ? submitted.map((row, i) => ({ ...row, row: i + 1 }))
     : data.rows.map((row) => ({ ...row, label: row.row + data.header_rows }));
+  // The API counts data rows ("duplicate of row 1"); speak in the page's numbers.
+  const labelOf = new Map(source.map((row) => [row.row, row.label]));
   const byRow = new Map();
-  for (const error of data.errors) {
+  for (const raw of data.errors) {
+    const error = { ...raw, problem: raw.problem.replace(/\brow (\d+)/g, (m, n) => `row ${labelOf.get(Number(n)) ?? n}`) };
     if (!byRow.has(error.row)) byRow.set(error.row, []);
     byRow.get(error.row).push(error);
   }
@@ -682,7 +692,7 @@ async function onReport(event) {
   try {
     const { data } = await api(`/api/v1/employers/${state.employer.npp}/wage-reports`, { method: "POST", json: { period } });
     showBill(data);
-    notify(t("billIssued", data.payment_code));
+    notify(() => t("billIssued", data.payment_code));
     $("#bill-title").focus();
     await loadHistory();
   } catch (error) {
@@ -752,7 +762,7 @@ async function onDownloadPdf() {
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
-    notify(t("pdfReady"));
+    notify(() => t("pdfReady"));
   } catch (error) {
     notify(explain(error), true);
   } finally {
@@ -979,7 +989,7 @@ async function start() {
     } catch (error) {
       document.execCommand("copy");
     }
-    notify(t("keyCopied"));
+    notify(() => t("keyCopied"));
   });
   $("#continue-key").addEventListener("click", () => signIn($("#new-key-value").value));
   $("#sign-out").addEventListener("click", signOut);
