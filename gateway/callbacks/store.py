@@ -103,6 +103,12 @@ async def relay_once(pool: asyncpg.Pool, *, batch_size_max: int, horizon_s: int,
         cursor = await conn.fetchval("select cursor from callback_relay where id = 1 for update skip locked")
         if cursor is None:
             return RelayResult(0, 0, busy=True)
+        # Rows at or below every endpoint's starting point are nobody's: with
+        # no endpoints the relay reads and writes nothing.
+        floor = await conn.fetchval("select min(from_outbox_id) from callback_endpoints")
+        if floor is None:
+            return RelayResult(0, 0)
+        cursor = max(cursor, floor)
         rows = await conn.fetch(
             """select o.id, o.event_id, o.topic, o.npp, o.payload::text as payload, o.created_at
                  from outbox o
