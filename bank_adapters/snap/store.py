@@ -167,6 +167,15 @@ async def claim_external_id(pool: asyncpg.Pool, partner_id: str, day: dt.date, e
         external_id,
         fingerprint,
     )
+    if row is None:
+        # A concurrent claim of the same id committed while ours waited on it:
+        # this statement's snapshot predates it, a new statement sees it.
+        row = await pool.fetchrow(
+            "select fingerprint from snap_external_ids where partner_id = $1 and day = $2 and external_id = $3",
+            partner_id,
+            day,
+            external_id,
+        )
     return row is not None and row["fingerprint"] == fingerprint
 
 
