@@ -36,7 +36,13 @@ import aiohttp
 
 from bank_adapters.iso8583.client import Iso8583Client, LinkDown, ResponseTimeout
 from bank_adapters.snap import protocol
-from bank_adapters.snap.client import PAYMENT_PATH, Credentials, SnapClient, SnapError, new_external_id
+from bank_adapters.snap.client import (
+    PAYMENT_PATH,
+    Credentials,
+    SnapClient,
+    SnapError,
+    new_external_id,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "adm_reliability_token"

@@ -10,7 +10,6 @@ import collections
 import uuid
 
 import aiohttp
-import pytest
 
 from bank_adapters.iso8583.client import Iso8583Client
 from bank_adapters.snap.client import SnapClient

@@ -21,7 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bank_adapters.snap.client import INQUIRY_PATH, PAYMENT_PATH, STATUS_PATH, TOKEN_PATH, SnapClient, dumps
+from bank_adapters.snap.client import (
+    INQUIRY_PATH,
+    PAYMENT_PATH,
+    STATUS_PATH,
+    TOKEN_PATH,
+    SnapClient,
+    dumps,
+)
 from tests.reliability.support import register_partner
 
 SERVICES = [INQUIRY_PATH, PAYMENT_PATH, STATUS_PATH]
@@ -103,7 +110,7 @@ async def test_random_snap_requests_are_answered_in_snap_terms_and_move_no_money
     assert [r["idempotency_key"] for r in posted] == approved[:1] and len(posted) <= 1
 
 
-@FUZZ
+@settings(FUZZ, max_examples=100)
 @given(
     headers=st.dictionaries(st.sampled_from(["X-TIMESTAMP", "X-CLIENT-KEY", "X-SIGNATURE", "Content-Type"]), HEADER_TEXT, max_size=4),
     body=st.one_of(JSON_VALUE.map(dumps), st.text(max_size=100)),
