@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bank_adapters.iso8583.client import Iso8583Client  # noqa: E402
-from bank_adapters.snap.client import SnapClient  # noqa: E402
-from tests.conftest import BillFactory, TestClock  # noqa: E402
-from tests.reliability.conftest import PrivatePostgres  # noqa: E402
-from tests.reliability.support import (  # noqa: E402
+from bank_adapters.iso8583.client import Iso8583Client
+from bank_adapters.snap.client import SnapClient
+from tests.conftest import BillFactory, TestClock
+from tests.reliability.conftest import PrivatePostgres
+from tests.reliability.support import (
     GatewayProcess,
     assert_exactly_once,
     iso_pay_until_known,
