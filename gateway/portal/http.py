@@ -13,9 +13,11 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import aiohttp
 import structlog
 from aiohttp import web
 
+from bank_adapters.snap import partners
 from gateway.domain import dues
 from gateway.domain.periods import WIB, Period
 from gateway.domain.regencies import regencies
@@ -239,10 +241,24 @@ async def pay_with_virtual_bank(request: web.Request) -> web.Response:
         )
     cache = request.app[credentials_key]
     if "credentials" not in cache:
-        cache["credentials"] = await virtual_bank.credentials(pool)
+        try:
+            cache["credentials"] = await virtual_bank.credentials(pool)
+        except partners.RegistrationError as error:
+            raise Conflict(
+                f"cannot register the virtual bank as SNAP partner {virtual_bank.PARTNER_ID}: {error}",
+                [{"field": "partner_id", "problem": error.reason}],
+            ) from None
     try:
         receipt = await virtual_bank.pay(own_base_url(request), cache["credentials"], bill["payment_code"])
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise BankRefused(
+            f"the virtual bank could not reach the SNAP adapter: {error!r}",
+            [{"field": "snap", "problem": "unreachable"}],
+        ) from None
     except virtual_bank.VirtualBankError as error:
+        if error.response.http_status == 401:
+            # The partner's secret or key changed under us: reload them next time.
+            cache.pop("credentials", None)
         answer = error.response
         reason = answer.body.get("virtualAccountData", {}).get("inquiryReason") or {}
         detail = f"SNAP {error.step} answered {answer.code} {answer.body.get('responseMessage', '')}".strip()

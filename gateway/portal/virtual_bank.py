@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from bank_adapters.snap import partners, protocol, store
-from bank_adapters.snap.client import Credentials, SnapClient, SnapResponse
+from bank_adapters.snap.client import Credentials, SnapClient, SnapError, SnapResponse
 
 log = structlog.get_logger("kanal.portal")
 
@@ -100,6 +100,11 @@ async def pay(base_url: str, creds: Credentials, payment_code: str) -> Receipt:
     system does. Raises VirtualBankError with the adapter's answer."""
     exchanges: list[dict] = []
     async with SnapClient(base_url, creds, timeout_s=PAYMENT_TIMEOUT_S) as bank:
+        try:
+            await bank.token()
+        except SnapError as error:
+            exchanges.append(_exchange("token", error.response))
+            raise VirtualBankError("token", error.response) from None
         inquiry = await bank.inquiry(payment_code)
         exchanges.append(_exchange("inquiry", inquiry))
         if not inquiry.ok:

@@ -249,6 +249,19 @@ async def test_virtual_bank_pays_through_the_snap_adapter_and_reuses_its_partner
     )
 
 
+async def test_an_expired_bill_is_refused_by_the_snap_adapter_and_the_reason_shown(gateway_server, bills):
+    this_month = Period.from_date(dt.datetime.now(dt.UTC).astimezone(WIB).date())
+    # Due about five months ago: past the 90 days a payment code stays payable.
+    old = await bills.create(workers=1, period=str(this_month - 6))
+    status, body, _ = await call(
+        gateway_server, "POST", f"/portal/api/bills/{old.payment_code}/virtual-bank", old.api_key
+    )
+    assert status == 502, body
+    assert body["detail"].startswith("SNAP inquiry answered 404")
+    assert "expired" in body["errors"][0]["problem"].lower()
+    assert await gateway_server.pool.fetchval("select count(*) from payments") == 0
+
+
 async def test_virtual_bank_is_refused_outside_the_sandbox(database_url, clock, bills):
     gateway = Gateway(settings=test_settings(sandbox=False), database_url=database_url, clock=clock)
     await gateway.start(migrate_first=False)
