@@ -117,7 +117,7 @@ select b.id, row_number() over (partition by b.id order by l.participant_id null
        l.worker_rupiah, l.government_rupiah, l.late_fee_source_bill_id, l.late_fee_months
   from sim_lines l
   join sim_issued b on b.npp = l.npp and b.kind = l.kind
-                   and (l.kind = 'PU' or b.participant_id = l.participant_id)
+                   and coalesce(b.participant_id, 0) = case when l.kind = 'BPU' then l.participant_id else 0 end
 """
 
 _OUTBOX_SQL = """
