@@ -36,6 +36,11 @@ def problem(status: int, title: str, detail: str, errors: list[dict] | None = No
     return web.json_response(body, status=status, content_type=PROBLEM_JSON)
 
 
+def problem_json(body: dict, status: int) -> web.Response:
+    """A problem document with extra members (e.g. the rows report)."""
+    return web.json_response(body, status=status, content_type=PROBLEM_JSON, dumps=lambda obj: json.dumps(obj, default=str))
+
+
 def pydantic_errors(error: ValidationError) -> list[dict]:
     out = []
     for e in error.errors(include_url=False):

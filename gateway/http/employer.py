@@ -9,7 +9,7 @@ import io
 
 from aiohttp import web
 
-from gateway.http.common import json_ok, read_body, read_model, require_content_type
+from gateway.http.common import json_ok, problem_json, read_body, read_model, require_content_type
 from gateway.http.keys import pool_key, settings_key
 from gateway.service import employers as svc
 from gateway.service.errors import Forbidden, Invalid, NotFound, ServiceError
@@ -166,7 +166,8 @@ async def _save_rows(request, employer, rows, mode, parse_errors=None) -> web.Re
         saved=result.saved, rejected=len({e["row"] for e in result.errors}), mode=mode, errors=result.errors
     )
     if result.errors and mode != "keep_valid":
-        return json_ok(
+        # A problem document (RFC 9457) extended with the rows report.
+        return problem_json(
             {
                 "type": "about:blank",
                 "title": "Invalid rows",

@@ -58,8 +58,8 @@ def build_spec() -> dict:
             op["responses"][code] = problem
         if response is s.ParticipantsResult:
             # keep_valid with every row invalid saves nothing: 200, not 201. In
-            # all_or_nothing mode invalid rows answer 422 with the rows report,
-            # currently served as application/json.
+            # all_or_nothing mode invalid rows answer 422: a problem document
+            # extended with the rows report.
             op["responses"]["200"] = {
                 "description": "Nothing saved: every row was invalid (mode keep_valid)",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ParticipantsResult"}}},
@@ -67,8 +67,9 @@ def build_spec() -> dict:
             op["responses"]["422"] = {
                 "description": "Invalid body, or invalid rows (nothing saved; each row's field and problem listed)",
                 "content": {
-                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}},
-                    "application/json": {"schema": {"$ref": "#/components/schemas/InvalidRows"}},
+                    "application/problem+json": {
+                        "schema": {"anyOf": [{"$ref": "#/components/schemas/InvalidRows"}, {"$ref": "#/components/schemas/Problem"}]}
+                    },
                 },
             }
         paths.setdefault(path, {})[method] = op

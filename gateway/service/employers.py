@@ -334,8 +334,15 @@ async def _insert_bill(
     lines: list[tuple],
     expiry_days_after_due: int,
 ) -> int:
-    (payment_code,) = await _next_payment_codes(conn, 1)
     total = sum(line[3] + line[4] for line in lines)
+    if total <= 0:
+        # A wage so small that every due rounds to Rp0 leaves nothing to pay:
+        # refuse it naming the wage rather than issue an unpayable bill.
+        raise Invalid.field(
+            "wage",
+            f"the {period} dues round to Rp0 (wage too small to bill); report a real monthly wage in whole rupiah",
+        )
+    (payment_code,) = await _next_payment_codes(conn, 1)
     expires_at = dt.datetime.combine(due + dt.timedelta(days=expiry_days_after_due + 1), dt.time(), WIB)
     bill_id = await conn.fetchval(
         """insert into bills (payment_code, npp, kind, participant_id, period, due_date, expires_at, total_rupiah, line_count)

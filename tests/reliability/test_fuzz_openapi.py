@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 KNOWN_FAILURES = Path(__file__).with_name("schemathesis_known_failures.json")
 FUZZ_TIME_S = 20
@@ -67,12 +66,6 @@ async def test_schemathesis_finds_no_5xx_and_no_response_outside_the_schema(gate
     assert "Tested: 8" in text, text[-4000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported: a wage so small that every due rounds to 0 gives a 0-rupiah bill; the bills_total_rupiah_check "
-    "constraint refuses it (nothing written) but the caller gets 500 instead of a 422 naming the wage "
-    "(gateway/service/employers.py). Remove the baseline entry in schemathesis_known_failures.json when fixed.",
-)
 async def test_a_wage_report_whose_dues_round_to_zero_is_refused_with_a_4xx(gateway_server):
     async with aiohttp.ClientSession() as session:
         async with session.post(
@@ -88,4 +81,7 @@ async def test_a_wage_report_whose_dues_round_to_zero_is_refused_with_a_4xx(gate
         async with session.post(
             f"{gateway_server.url}/api/v1/employers/FZ000002/wage-reports", json={"period": "2025-06"}, headers=headers
         ) as response:
-            assert response.status < 500, await response.text()
+            assert response.status == 422, await response.text()
+            problem = await response.json()
+        assert response.content_type == "application/problem+json"
+        assert [e["field"] for e in problem["errors"]] == ["wage"]
