@@ -164,11 +164,11 @@ def deliver(services, workers, relay) -> None:
       kanal deliver --workers 4
       KANAL_CALLBACKS_WORKERS=0 kanal serve & kanal deliver    # deliveries in their own process
     """
+    from bank_adapters.registry import load_adapters
     from gateway.callbacks import worker
     from gateway.logging import configure_logging
     from gateway.runtime import prepare_database, resolve_database_url
     from gateway.store import database
-    from bank_adapters.registry import load_adapters
 
     settings = services.settings()
     configure_logging(settings.log_format, settings.log_level)

@@ -209,8 +209,11 @@ def render_html(data: dict[str, Any]) -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Kanal conformance: {e(data['partner_id'])}</title><style>{_CSS}</style></head><body>",
         f"<h1>Conformance report: {e(data['partner_id'])}</h1>",
-        f"<p class='meta'>Exchanges from {e(data['since'] or 'the beginning')} to {e(data['until'] or 'now')}; "
-        f"generated {e(data['generated_at'])}. <span class='badge {'pass' if s['conformant'] else 'fail'}' id='status'>{e(status)}</span></p>",
+        (
+            f"<p class='meta'>Exchanges from {e(data['since'] or 'the beginning')} to {e(data['until'] or 'now')}; "
+            f"generated {e(data['generated_at'])}. "
+            f"<span class='badge {'pass' if s['conformant'] else 'fail'}' id='status'>{e(status)}</span></p>"
+        ),
         "<div class='cards'>",
     ]
     for key in ("exchanges", "pass", "fail", "fault", "error"):
@@ -245,7 +248,9 @@ def render_html(data: dict[str, Any]) -> str:
             f"<td><span class='badge {x['verdict']}'>{x['verdict']}</span></td>"
             f"<td title='{title}'><code>{e(note)}</code></td><td>{detail}</td></tr>"
         )
-    parts.append("</table><h2>Verdicts</h2><p class='meta'>pass: the request followed the protocol (accepted, or a correct "
-                 "business decline). fail: it broke the named rule. fault: shaped by a fault you ordered. error: Kanal's own "
-                 "failure.</p></body></html>")
+    parts.append(
+        "</table><h2>Verdicts</h2><p class='meta'>pass: the request followed the protocol (accepted, or a correct "
+        "business decline). fail: it broke the named rule. fault: shaped by a fault you ordered. error: Kanal's own "
+        "failure.</p></body></html>"
+    )
     return "".join(parts)

@@ -244,7 +244,7 @@ def parse_since(text: str | None, now: dt.datetime, field: str = "since") -> dt.
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
         return now - dt.timedelta(**{unit: int(match.group(1))})
     try:
-        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise Invalid.field(field, f"{text!r} is neither an ISO 8601 time (2025-09-24T10:00:00+07:00) nor a duration (90s, 15m, 24h, 7d)") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

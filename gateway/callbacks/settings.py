@@ -5,10 +5,9 @@ KANAL_CALLBACKS__WORKERS is accepted too). Every limit carries its unit."""
 from __future__ import annotations
 
 import os
-
-from pydantic import Field, field_validator
 from typing import Annotated
 
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Svix's schedule, which the Standard Webhooks authors run: after the first

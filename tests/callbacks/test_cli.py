@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
+from dataclasses import dataclass
+
+from click.testing import CliRunner
 
 
-def kanal(database_url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url, "KANAL_LOG_FORMAT": "json"}
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-async def run(database_url: str, *args: str) -> subprocess.CompletedProcess:
+def kanal(database_url: str, *args: str) -> Ran:
+    """`kanal ARGS` in-process (the same click commands, without a new
+    interpreter per call), against this test's database."""
+    from gateway.cli import main
+
+    runner = CliRunner()
+    result = runner.invoke(main, list(args), env={"DATABASE_URL": database_url, "KANAL_LOG_FORMAT": "json"}, catch_exceptions=False)
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+async def run(database_url: str, *args: str) -> Ran:
     return await asyncio.to_thread(kanal, database_url, *args)
 
 
