@@ -10,15 +10,13 @@ reversal (ISO 8583 0400) and, after some reversals, a new payment.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
 import aiohttp
 
-from bank_adapters.iso8583.client import Iso8583Client
-from bank_adapters.iso8583.client import LinkDown, ResponseTimeout
+from bank_adapters.iso8583.client import Iso8583Client, LinkDown, ResponseTimeout
 from bank_adapters.snap import partners, protocol
 from bank_adapters.snap.client import Credentials, SnapClient, SnapError
 from gateway.sim.scenario import Bank
@@ -167,7 +165,7 @@ class VirtualBanks:
                     again = dataclasses.replace(payment, reference=_next_reference(payment.reference))
                     retry = link.financial("0200", "payment", again.payment_code, again.amount_rupiah, **{"37": again.reference})
                     self._iso(link, "payment after reversal", await link.request(retry))
-        except (LinkDown, ResponseTimeout, asyncio.TimeoutError) as error:
+        except (TimeoutError, LinkDown, ResponseTimeout) as error:
             self.outcomes.add("iso8583", "transport", type(error).__name__, str(error)[:80])
 
 

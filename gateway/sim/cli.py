@@ -132,10 +132,12 @@ def render(report) -> str:
     province = summary["province"]
     lines = [
         "",
-        f"Scenario {summary['scenario']} (seed {summary['seed']}): {summary['workers']:,} workers "
-        f"({summary['by_kind']['formal']:,} formal, {summary['by_kind']['informal']:,} informal, "
-        f"{summary['by_kind']['construction']:,} construction), {summary['employers']:,} employers, "
-        f"periods {', '.join(summary['periods'])}",
+        (
+            f"Scenario {summary['scenario']} (seed {summary['seed']}): {summary['workers']:,} workers "
+            f"({summary['by_kind']['formal']:,} formal, {summary['by_kind']['informal']:,} informal, "
+            f"{summary['by_kind']['construction']:,} construction), {summary['employers']:,} employers, "
+            f"periods {', '.join(summary['periods'])}"
+        ),
         "",
         "Coverage (protected workers, JKK) per regency",
         f"  {'code':<5} {'regency':<16} {'workforce':>10} {'before':>9} {'%':>7} {'after':>9} {'%':>7}",
@@ -161,9 +163,11 @@ def render(report) -> str:
     ledger = summary["ledger"]
     lines += [
         "",
-        f"Ledger: {ledger['payments_posted']:,} payments standing (Rp{ledger['posted_rupiah']:,}), "
-        f"{ledger['payments_reversed']:,} reversed; {ledger['bills_paid']:,} of {ledger['bills']:,} bills paid; "
-        f"{ledger['late_fee_lines']:,} late fees (Rp{ledger['late_fee_rupiah']:,})",
+        (
+            f"Ledger: {ledger['payments_posted']:,} payments standing (Rp{ledger['posted_rupiah']:,}), "
+            f"{ledger['payments_reversed']:,} reversed; {ledger['bills_paid']:,} of {ledger['bills']:,} bills paid; "
+            f"{ledger['late_fee_lines']:,} late fees (Rp{ledger['late_fee_rupiah']:,})"
+        ),
         f"Ledger health ({summary['health']['source']}): {summary['health']['verdict'].upper()}",
     ]
     for c in report.health["checks"]:

@@ -148,9 +148,8 @@ def _employers_for(
         workers, FORMAL_WORKERS_BY_SIZE_PERCENT if kind == "formal" else CONSTRUCTION_WORKERS_BY_SIZE_PERCENT
     )
     risk_weights = FORMAL_RISK_WEIGHTS if kind == "formal" else CONSTRUCTION_RISK_WEIGHTS
-    for size in SIZE_BANDS:
+    for size, (low, high) in SIZE_BANDS.items():
         remaining = by_size.get(size, 0)
-        low, high = SIZE_BANDS[size]
         while remaining > 0:
             n = rng.randint(low, high)
             if remaining - n < low:  # the last employer of the band takes the rest
@@ -262,7 +261,7 @@ async def seed_province(
         serials = _Serials()
         chunk: list[tuple] = []
         bpu_baseline: dict[str, int] = {}
-        for code, n in province.workforce.items():
+        for code in province.workforce:
             bpu = sum(e.workers for e in province.employers if e.regency_code == code and e.kind == "informal")
             bpu_baseline[code] = (bpu * baseline_coverage_basis_points + 5_000) // 10_000
         bpu_by_regency: dict[str, list[str]] = {}
