@@ -58,6 +58,9 @@ class Iso8583Adapter:
             int(port_text),
             reuse_port=parse_bool("reuse_port", settings.get("reuse_port", "false")),
         )
+        observe = context.extras.get("observe_response")
+        if observe is not None:
+            self.server.observe_response = observe
         await self.server.start()
 
     async def stop(self) -> None:

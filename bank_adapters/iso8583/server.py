@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,8 @@ class Iso8583Server:
         self.requested_port = port
         self.reuse_port = reuse_port
         self.port: int | None = None
+        # Told every answered response code (metrics); set by the adapter.
+        self.observe_response: Callable[[str, str], None] = lambda _adapter, _code: None
         self._server: asyncio.Server | None = None
         self._links: dict[Link, asyncio.Task] = {}
 
@@ -215,6 +217,7 @@ class Link:
             self.abort()
             return
         await self._send(response)
+        self.server.observe_response("iso8583", response.get("39", ""))
         log.info(
             "iso8583.message",
             link=self.state.link_id,

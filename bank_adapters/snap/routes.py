@@ -112,6 +112,8 @@ class SnapServer:
         self.payments = context.payments
         self.settings = Settings.from_mapping(context.settings)
         self.limiter = RateLimiter()
+        # Told every answered responseCode (metrics); lent by the gateway.
+        self._observe_response = context.extras.get("observe_response") or (lambda _adapter, _code: None)
         self._partners: dict[str, tuple[float, store.Partner]] = {}
 
     def app(self) -> web.Application:
@@ -166,6 +168,7 @@ class SnapServer:
                 await asyncio.sleep(plan.latency_ms / 1000)
             unanswered = unanswered or plan.lost_response
         code = case.code(service)
+        self._observe_response("snap", code)
         body = {"responseCode": code, "responseMessage": payload.pop("responseMessage", case.message), **payload}
         body_bytes = json.dumps(body, separators=(",", ":")).encode("utf-8")
         exchange.http_status = 0 if unanswered else case.http_status
