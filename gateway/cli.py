@@ -289,6 +289,9 @@ async def _print_demo_banner(gateway) -> None:
     lines = [
         "",
         "Kanal demo is running (sandbox mode).",
+        f"  Employer portal {base}/portal/",
+        f"  Ops dashboard  {base}/ops/",
+        f"  Metrics        {base}/metrics",
         f"  API docs       {base}/docs",
         f"  OpenAPI        {base}/openapi.json",
         f"  Coverage       {base}/api/v1/coverage",
@@ -314,6 +317,7 @@ async def _print_demo_banner(gateway) -> None:
     if bill:
         amount = f"{bill['total_rupiah']:,}".replace(",", ".")
         lines += ["", f"An open seeded bill to pay through a bank adapter: payment code {bill['payment_code']} (Rp{amount})"]
+    lines += ["", "Check the ledger from another terminal:  kanal check", "Simulate the go-live:                    kanal simulate --help"]
     lines.append("\nCtrl-C to stop.")
     click.echo("\n".join(lines))
 

@@ -81,8 +81,8 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(2):
             await request.app[pool_key].fetchval("select 1")
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        return web.json_response({"status": "unavailable", "database": repr(error)}, status=503)
+    except Exception as error:  # noqa: BLE001 - any failure to answer means "not ready", never a 500
+        return web.json_response({"status": "unavailable", "database": type(error).__name__}, status=503)
     return web.json_response({"status": "ready", "database": "ok"})
 
 
@@ -92,6 +92,9 @@ async def index(request: web.Request) -> web.Response:
         "openapi": "/openapi.json",
         "coverage": "/api/v1/coverage",
         "coverage_stream": "/api/v1/stream/coverage",
+        "dashboard": "/ops/",
+        "metrics": "/metrics",
+        "portal": "/portal/",
         "health": "/healthz",
         "ready": "/readyz",
     }
