@@ -2,7 +2,8 @@
 
     python3 dev.py bench                  the whole suite (a few minutes)
     python3 dev.py bench --quick          smaller sizes, for a smoke run
-    python3 dev.py bench --only billing   one benchmark: billing, payments, adapters
+    python3 dev.py bench --only billing   one benchmark: billing, payments, adapters, province, settlement
+    python3 dev.py bench --province-workers 1819430   bill the whole province (default with the full suite)
 
 Every figure stands next to a baseline measured in the same run on the same
 machine (raw COPY, pgbench TPC-B, a bare aiohttp server): compare the
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import billing, http_adapters, payments
+from bench import billing, http_adapters, payments, province, settlement
 from bench.common import start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,13 +79,28 @@ def markdown(results: dict) -> str:
                 f"| ISO 8583 payments, {label} | {i['per_second']:,} /s (p99 {i['p99_ms']} ms) | SNAP {s['per_second']:,} /s | "
                 f"{round(i['per_second'] / s['per_second'], 3) if s['per_second'] else '-'} |"
             )
+    pr = results.get("province")
+    if pr:
+        sb, pe = pr["set_based"], pr["per_employer"]
+        lines.append(
+            f"| billing the province, {pr['workers']:,} workers ({sb['bill_lines']:,} lines), set-based | {sb['seconds']} s "
+            f"({sb['workers_per_second']:,} workers/s) | per-employer use case: {pe['province_seconds_extrapolated']} s extrapolated "
+            f"| target ≤ {pr['target_seconds']} s: {'met' if pr['target_met'] else 'NOT met'} |"
+        )
+    st = results.get("settlement")
+    if st:
+        for fmt in ("camt.053", "csv"):
+            lines.append(
+                f"| settlement import, {st['rows']:,} lines, {fmt} | {st[fmt]['rows_per_second']:,} rows/s | raw COPY "
+                f"{st['copy_rows_per_second']:,} rows/s | {st['ratio_to_copy'][fmt]} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 async def main_async(args: argparse.Namespace) -> dict:
     server = start_server(os.environ.get("DATABASE_URL"))
     results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "quick": args.quick}
-    selected = args.only or ["billing", "payments", "adapters"]
+    selected = args.only or ["billing", "payments", "adapters", "province", "settlement"]
     try:
         if "billing" in selected:
             print("billing …", file=sys.stderr, flush=True)
@@ -99,6 +115,13 @@ async def main_async(args: argparse.Namespace) -> dict:
             results["adapters"] = await http_adapters.run(
                 server, payments=500 if args.quick else 3_000, concurrency=32, iso_payments=300 if args.quick else 2_000
             )
+        if "settlement" in selected:
+            print("settlement import …", file=sys.stderr, flush=True)
+            results["settlement"] = await settlement.run(server, rows=1_000 if args.quick else 5_000)
+        if "province" in selected:
+            workers = args.province_workers or (50_000 if args.quick else 1_819_430)
+            print(f"billing the province ({workers:,} workers) …", file=sys.stderr, flush=True)
+            results["province"] = await province.run(server, workers=workers)
     finally:
         server.stop()
     return results
@@ -107,7 +130,11 @@ async def main_async(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python3 dev.py bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run, not a measurement)")
-    parser.add_argument("--only", action="append", choices=["billing", "payments", "adapters"], help="run only this benchmark (repeatable)")
+    parser.add_argument(
+        "--only", action="append", choices=["billing", "payments", "adapters", "province", "settlement"],
+        help="run only this benchmark (repeatable)",
+    )
+    parser.add_argument("--province-workers", type=int, default=None, help="workers for the province benchmark [default: 1819430; --quick: 50000]")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write results.json and results.md [default: {RESULTS}]")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
