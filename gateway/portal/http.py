@@ -226,12 +226,12 @@ def own_base_url(request: web.Request) -> str:
 async def pay_with_virtual_bank(request: web.Request) -> web.Response:
     """Sandbox only: a virtual bank pays the bill over SNAP (token, inquiry,
     payment) against this gateway's own HTTP port."""
+    employer, bill_id = await _bill_of(request)
     if not request.app[settings_key].sandbox:
         raise SandboxOnly(
             "the virtual bank pays only in sandbox mode (KANAL_SANDBOX=true or kanal serve --sandbox); pay at a bank",
             [{"field": "sandbox", "problem": "off"}],
         )
-    employer, bill_id = await _bill_of(request)
     pool = request.app[pool_key]
     bill = await pool.fetchrow("select payment_code, status from bills where id = $1", bill_id)
     if bill["status"] == "paid":

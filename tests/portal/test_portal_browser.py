@@ -84,6 +84,8 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
     page.set_default_timeout(WAIT_MS)
     script_errors: list[str] = []
     page.on("pageerror", lambda error: script_errors.append(str(error)))
+    # The page's own policy (default-src 'self') must never have to block anything of ours.
+    page.on("console", lambda m: script_errors.append(m.text) if "Content Security Policy" in m.text else None)
     try:
         await page.goto(gateway_server.url + "/portal/")
         await page.wait_for_selector("body[data-ready=true]")
