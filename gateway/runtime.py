@@ -141,10 +141,10 @@ class Gateway:
         for adapter in reversed(self.adapters):
             with contextlib.suppress(Exception):
                 await adapter.stop()
+        if self.hub is not None:
+            await self.hub.stop()  # ends open streams before the server waits for them
         if self.runner is not None:
             await self.runner.cleanup()
-        if self.hub is not None:
-            await self.hub.stop()
         if self.payments is not None:
             await self.payments.close()
         if self.pool is not None:

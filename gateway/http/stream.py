@@ -92,6 +92,12 @@ class EventHub:
         self._task = asyncio.create_task(self._run(), name="kanal-event-hub")
 
     async def stop(self) -> None:
+        # Tell every open stream to end now, so that a server shutting down
+        # does not wait for clients that may never read again.
+        for queue in self._listeners:
+            while not queue.empty():
+                queue.get_nowait()
+            queue.put_nowait(None)
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -134,6 +140,8 @@ def hub_routes(hub_key) -> web.RouteTableDef:
                 await sse.send(json.dumps(first), event="coverage", id=str(first["sequence"]))
                 while sse.is_connected():
                     message = await queue.get()
+                    if message is None:  # the gateway is stopping
+                        break
                     await sse.send(json.dumps(message), event="coverage", id=str(message["sequence"]))
                 return sse
         finally:
