@@ -131,15 +131,9 @@ class PaymentsService:
 
     @staticmethod
     async def _details(conn: asyncpg.Connection, bill_id: int) -> tuple[BillDetail, ...]:
-        rows = await conn.fetch(
-            """select program, sum(employer_rupiah + worker_rupiah)::bigint as amount
-                 from bill_lines where bill_id = $1
-                group by program
-               having sum(employer_rupiah + worker_rupiah) > 0
-                order by array_position(array['JKK','JKM','JHT','JP','JKP','DENDA'], program)""",
-            bill_id,
-        )
-        return tuple(bill_detail(r["program"], r["amount"]) for r in rows)
+        # The same summary kanal_pay answers with (migration 0002).
+        rows = await conn.fetchval("select kanal_bill_details($1)", bill_id)
+        return tuple(bill_detail(code, amount) for code, amount in rows)
 
     # ----------------------------------------------------------------- pay --
 
