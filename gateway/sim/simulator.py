@@ -229,7 +229,7 @@ class Simulation:
                 period = self.first_period + month
                 periods.append(str(period))
                 month_started = time.perf_counter()
-                await self._month(pool, banks, period)
+                await self._month(pool, banks, period, timings)
                 timings[f"month {period}"] = round(time.perf_counter() - month_started, 3)
             self.clock.set_day(date_in(self.first_period + (scenario.months - 1), LAST_PAYMENT_DAY), 23)
             after = await coverage_service.protected_counts(pool, self._today())
@@ -261,9 +261,11 @@ class Simulation:
 
     # ---------------------------------------------------------------- month --
 
-    async def _month(self, pool: asyncpg.Pool, banks: VirtualBanks, period: Period) -> None:
+    async def _month(self, pool: asyncpg.Pool, banks: VirtualBanks, period: Period, timings: dict[str, float]) -> None:
         self.clock.set_day(period.first_day(), REPORT_HOUR_WIB)
+        started = time.perf_counter()
         issued = await self._wage_reports(pool, period)
+        timings[f"{period} wage reports"] = round(time.perf_counter() - started, 3)
         new_bills = await self._bills_issued_since(pool, issued["first_bill_id"])
         scheduled = [s for s in self.pending if s.day.month == period.month and s.day.year == period.year]
         self.pending = [s for s in self.pending if s not in scheduled]
@@ -276,10 +278,12 @@ class Simulation:
         by_day: dict[dt.date, list[Payment]] = {}
         for item in scheduled:
             by_day.setdefault(item.day, []).append(item.payment)
+        started = time.perf_counter()
         with self.progress(f"Payments {period}", len(scheduled)) as bar:
             for day in sorted(by_day):
                 self.clock.set_day(day, PAYMENT_HOUR_WIB)
                 await self._send(banks, by_day[day], bar)
+        timings[f"{period} payments"] = round(time.perf_counter() - started, 3)
         self.months.append(
             {
                 "period": str(period),
