@@ -282,7 +282,9 @@ async def submit_wage_report(
         if p["segment"] != "BPU":
             continue
         exists = await conn.fetchval(
-            "select 1 from bills where participant_id = $1 and period = $2", p["id"], str(period)
+            # `kind = 'BPU'` lets PostgreSQL use the partial unique index
+            # bills_one_bpu_bill_per_period instead of scanning every bill.
+            "select 1 from bills where participant_id = $1 and period = $2 and kind = 'BPU'", p["id"], str(period)
         )
         if exists:
             continue
