@@ -47,10 +47,9 @@ async def run(server: Server, *, workers: int, sample_workers: int = SAMPLE_WORK
         now = dt.datetime(2025, 9, 1, 7, tzinfo=WIB)
         # The use case, employer by employer, on a sample spread over the
         # province (every k-th employer), billed for the previous month. It
-        # runs first, while the bills table is small: each BPU bill's
-        # "already billed?" query scans the whole bills table (see
-        # docs/simulator.md), so running it after the province's 900,000
-        # bills would measure that scan, not the sample.
+        # runs first, on a small bills table: until commit 7880acf each BPU
+        # bill's "already billed?" query scanned the whole table, and the
+        # figure should not depend on what ran before it.
         step = max(1, workers // max(1, sample_workers))
         sample = province.employers[::step]
         sample_worker_count = sum(e.workers for e in sample)
