@@ -168,7 +168,12 @@ def render(report) -> str:
             f"{ledger['payments_reversed']:,} reversed; {ledger['bills_paid']:,} of {ledger['bills']:,} bills paid; "
             f"{ledger['late_fee_lines']:,} late fees (Rp{ledger['late_fee_rupiah']:,})"
         ),
-        f"Ledger health ({summary['health']['source']}): {summary['health']['verdict'].upper()}",
+        f"Ledger health ({summary['health']['source']}): {summary['health']['verdict'].upper()}"
+        + (
+            f" (the six ledger checks alone: {summary['health']['ledger_verdict'].upper()})"
+            if summary["health"]["verdict"] != summary["health"]["ledger_verdict"]
+            else ""
+        ),
     ]
     for c in report.health["checks"]:
         lines.append(f"  {c['verdict']:<9} {c['name']:<22} {c['detail']}")
