@@ -293,6 +293,13 @@ async def outbox_lag(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
             "no outbox relay is installed (table callback_relay is absent): nothing consumes the outbox yet",
             figures=figures,
         )
+    if not await conn.fetchval("select exists (select 1 from callback_endpoints)"):
+        # Without a single endpoint the relay has nobody to relay to and does
+        # not move its cursor: events waiting then are not lag.
+        return CheckResult(
+            "outbox_lag", title, OK, "no callback endpoints are registered: no event waits for the relay",
+            figures=figures,
+        )
     pending = await conn.fetchrow(
         """select count(*)::bigint as backlog,
                   coalesce(extract(epoch from now() - min(o.created_at)), 0)::float8 as lag_seconds

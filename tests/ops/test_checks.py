@@ -177,6 +177,14 @@ async def test_outbox_lag_names_a_stuck_event(pool, paid_ledger):
     if not has_relay:
         assert result.verdict == SKIPPED and "callback_relay" in result.detail
         return
+    # With no callback endpoint, nothing waits for the relay: not lag.
+    assert result.verdict == OK and "no callback endpoints" in result.detail
+    await pool.execute(
+        """insert into callback_endpoints (owner_kind, owner_id, url, event_types, secret)
+           values ('partner', 'BANKKALBAR', 'http://127.0.0.1:9/hook', array['payment.posted'],
+                   'whsec_' || repeat('A', 32))"""
+    )
+    result = await check(pool, "outbox_lag", outbox_lag_seconds_max=600)
     # Everything else is younger than the limit; only the stuck row is named.
     assert result.verdict == VIOLATION
     assert [r["outbox_id"] for r in result.rows] == [stuck]
