@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import os
 import signal
@@ -30,12 +29,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 
 import aiohttp
 
 from bank_adapters.iso8583.client import Iso8583Client, LinkDown, ResponseTimeout
-from bank_adapters.snap import protocol
+from tests.snap.snap_support import register_partner as snap_register_partner
 from bank_adapters.snap.client import (
     PAYMENT_PATH,
     Credentials,
@@ -161,32 +161,14 @@ class GatewayProcess:
 _partner_serial = itertools.count(1)
 
 
-@functools.cache
-def key_pair() -> tuple[str, str]:
-    return protocol.generate_key_pair()
-
-
 async def register_partner(
     base_url: str, partner_id: str | None = None, *, admin_token: str = ADMIN_TOKEN, **options
 ) -> Credentials:
-    """Register a bank through the ops API with the admin token, as an operator would."""
-    private_pem, public_pem = key_pair()
-    partner_id = partner_id or f"RBANK{next(_partner_serial):03d}"
-    payload = {"partner_id": partner_id, "client_key": f"key-{partner_id}", "public_key": public_pem, **options}
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{base_url}/snap/admin/partners", json=payload, headers={"Authorization": f"Bearer {admin_token}"}
-        ) as response:
-            created = await response.json()
-            assert response.status == 201, created
-    return Credentials(
-        partner_id=created["partner_id"],
-        client_key=created["client_key"],
-        client_secret=created["client_secret"],
-        private_key_pem=private_pem,
-        channel_id=created["channel_id"],
-        partner_service_id=created["partner_service_id"],
-        encoding=created["encoding"],
+    """Register a bank through the ops API with the admin token, as an operator
+    would: the SNAP suite's helper, pointed at any gateway's URL."""
+    server = SimpleNamespace(url=base_url, admin_token=admin_token)
+    return await snap_register_partner(
+        server, partner_id=partner_id or f"RBANK{next(_partner_serial):03d}", **options
     )
 
 
