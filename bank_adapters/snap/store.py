@@ -222,20 +222,21 @@ REQUEST_BODY_LOGGED_CHARS_MAX = 16_384
 
 
 async def record_exchange(pool: asyncpg.Pool, exchange: Exchange) -> None:
+    answered = exchange.http_status != 0
     await pool.execute(
-        """insert into snap_exchanges (partner_id, service_code, path, external_id, request_headers,
-               request_body, http_status, response_code, response_body, verdict, rule, duration_ms, fault)
-           values ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9::text::jsonb, $10, $11, $12, $13)""",
+        """insert into partner_exchanges (channel, partner_id, service_code, path, external_id, request_headers,
+               request_body, answered, http_status, response_code, response_body, rule, duration_ms, fault)
+           values ('snap', $1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10::text::jsonb, $11, $12, $13)""",
         exchange.partner_id,
         exchange.service_code,
         exchange.path,
         exchange.external_id,
         json.dumps(exchange.request_headers),
         exchange.request_body[:REQUEST_BODY_LOGGED_CHARS_MAX],
-        exchange.http_status,
+        answered,
+        exchange.http_status if answered else None,
         exchange.response_code,
         json.dumps(exchange.response_body or {}),
-        "accepted" if 200 <= exchange.http_status < 300 else "refused",
         exchange.rule,
         exchange.duration_ms,
         exchange.fault,

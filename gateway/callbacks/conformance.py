@@ -1,5 +1,6 @@
-"""The conformance report: every exchange a partner had with Kanal, with a
-verdict and the rule it broke.
+"""The conformance report: every exchange a partner had with Kanal, on any
+channel (SNAP over HTTP, ISO 8583 over TCP), with a verdict and the rule it
+broke.
 
 Verdicts:
     pass   the request followed the protocol (accepted, or declined for a
@@ -25,6 +26,7 @@ BUSINESS_RULES = {
     "bill-expired": "The bill's payment code has expired (a correct decline).",
     "payment-reversed": "The payment was reversed (a correct decline).",
     "transaction-not-found": "No payment with this paymentRequestId: nothing was posted (a correct answer to service 26).",
+    "cutoff": "Payments are refused during the link's cut-off window (a correct decline; send after it).",
 }
 GATEWAY_RULES = {
     "internal": "Kanal failed internally; not the partner's fault.",
@@ -52,11 +54,25 @@ PROTOCOL_RULES = {
     "partner-service-id": "partnerServiceId is not registered for this partner.",
     "virtual-account-no": "virtualAccountNo must be partnerServiceId + customerNo.",
     "total-amount": "totalAmount differs from paidAmount (bills are paid in full).",
-    "amount": "paidAmount differs from the bill's amount given by the inquiry.",
+    "amount": "The amount paid differs from the bill's amount given by the inquiry (SNAP paidAmount, ISO 8583 DE4).",
     "payment-request-id": "paymentRequestId must equal the inquiryRequestId of the last inquiry on this virtual account.",
     "payment-request-id-reused": "paymentRequestId was already used for another amount or bill.",
+    # ISO 8583 links
+    "frame-size": "The frame is longer than the link's frame_bytes_max.",
+    "message-format": "The message does not decode with the link profile's field definitions (the detail names the field).",
+    "mti": "The MTI is not one the link accepts (0200, 0220/0221, 0400/0401, 0420/0421, 0800).",
+    "field-mandatory": "A data element the profile requires for this MTI is missing or empty.",
+    "network-code": "DE70 is not 001 logon, 002 logoff, 201 cutover or 301 echo test.",
+    "acquirer": "DE32 is not an acquirer registered in the link's profile.",
+    "logon": "A financial message came before a successful 0800 logon (DE70 001) on this link.",
+    "processing-code": "DE3 is not an inquiry, payment or status code of the profile, or does not fit the MTI.",
+    "currency": "DE49 is not the profile's currency.",
+    "amount-format": "DE4 is zero, or has minor units the profile does not allow.",
+    "original-data": "DE90 is not 42 digits (original MTI 4, STAN 6, DE7 10, acquirer 11, forwarder 11).",
+    "idempotency-key-reused": "Acquirer, STAN, RRN and transmission time were already used for another amount or bill.",
 }
 SERVICES = {"73": "access token", "24": "inquiry", "25": "payment", "26": "status"}
+CHANNELS = ("snap", "iso8583")
 EXPORT_EXCHANGES_MAX = 100_000
 
 
@@ -85,27 +101,29 @@ def exchange_view(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
         "at": row["at"].isoformat(),
+        "channel": row["channel"],
         "service": row["service_code"],
-        "service_name": SERVICES.get(row["service_code"], row["service_code"]),
+        "service_name": SERVICES.get(row["service_code"], row["service_code"]) if row["channel"] == "snap" else row["service_code"],
         "path": row["path"],
         "external_id": row["external_id"],
         "request": {"headers": json.loads(row["request_headers"]), "body": row["request_body"]},
         "response": {
-            "http_status": row["http_status"] or None,
+            "http_status": row["http_status"],
             "code": row["response_code"] or None,
             "body": json.loads(row["response_body"]),
-            "answered": row["http_status"] != 0,
+            "answered": row["answered"],
         },
         "verdict": verdict(row["rule"], row["fault"]),
         "rule": row["rule"],
         "rule_description": describe(row["rule"]),
+        "detail": row["detail"],
         "fault": row["fault"],
         "duration_ms": round(row["duration_ms"], 2),
     }
 
 
-_COLUMNS = """id, at, service_code, path, external_id, request_headers::text as request_headers, request_body,
-    http_status, response_code, response_body::text as response_body, rule, fault, duration_ms"""
+_COLUMNS = """id, at, channel, service_code, path, external_id, request_headers::text as request_headers, request_body,
+    answered, http_status, response_code, response_body::text as response_body, rule, detail, fault, duration_ms"""
 
 
 async def exchanges(
@@ -124,7 +142,7 @@ async def exchanges(
     elif verdict_filter == "fault":
         clause = "and fault is not null"
     rows = await pool.fetch(
-        f"""select {_COLUMNS} from snap_exchanges
+        f"""select {_COLUMNS} from partner_exchanges
              where partner_id = $1 and ($2::timestamptz is null or at >= $2) and ($3::timestamptz is null or at < $3)
                and ($5::bigint is null or id < $5) {clause}
              order by id desc limit $4""",
@@ -138,10 +156,10 @@ async def exchanges(
 
 async def summary(pool: asyncpg.Pool, partner_id: str, *, since: dt.datetime | None, until: dt.datetime | None) -> dict[str, Any]:
     rows = await pool.fetch(
-        """select service_code, rule, fault is not null as faulted, count(*) as n, min(id) as first_id, max(at) as last_at
-             from snap_exchanges
+        """select channel, service_code, rule, fault is not null as faulted, count(*) as n, min(id) as first_id, max(at) as last_at
+             from partner_exchanges
             where partner_id = $1 and ($2::timestamptz is null or at >= $2) and ($3::timestamptz is null or at < $3)
-            group by 1, 2, 3""",
+            group by 1, 2, 3, 4""",
         partner_id, since, until,
     )
     counts = {"pass": 0, "fail": 0, "fault": 0, "error": 0}
@@ -150,7 +168,8 @@ async def summary(pool: asyncpg.Pool, partner_id: str, *, since: dt.datetime | N
     for row in rows:
         v = verdict(row["rule"], "x" if row["faulted"] else None)
         counts[v] += row["n"]
-        service = by_service.setdefault(SERVICES.get(row["service_code"], row["service_code"]), {k: 0 for k in counts})
+        name = SERVICES.get(row["service_code"], row["service_code"]) if row["channel"] == "snap" else f"{row['channel']} {row['service_code']}"
+        service = by_service.setdefault(name, {k: 0 for k in counts})
         service[v] += row["n"]
         if v == "fail":
             entry = rules.setdefault(
@@ -234,8 +253,11 @@ def render_html(data: dict[str, Any]) -> str:
         parts.append(f"<p class='meta'>Only the latest {len(data['exchanges'])} exchanges are listed.</p>")
     parts.append("<table id='exchanges'><tr><th>#</th><th>time</th><th>service</th><th>answer</th><th>verdict</th><th>rule / fault</th><th>request and response</th></tr>")
     for x in data["exchanges"]:
-        answer = f"{x['response']['http_status']} {x['response']['code']}" if x["response"]["answered"] else "no answer"
+        answered = x["response"]["answered"]
+        answer = " ".join(str(v) for v in (x["response"]["http_status"], x["response"]["code"]) if v) if answered else "no answer"
         note = x["rule"] or x["fault"] or ""
+        if x["detail"]:
+            note = f"{note}: {x['detail']}"
         detail = (
             "<details><summary>show</summary>"
             f"<pre>{e(x['path'])}\n{e(json.dumps(x['request']['headers'], indent=1))}\n\n{e(x['request']['body'])}</pre>"
@@ -244,7 +266,7 @@ def render_html(data: dict[str, Any]) -> str:
         title = e(x["rule_description"] or "")
         parts.append(
             f"<tr id='x{x['id']}' class='exchange {x['verdict']}'><td>{x['id']}</td><td>{e(x['at'])}</td>"
-            f"<td>{e(x['service_name'])} ({e(x['service'])})</td><td>{e(answer)}</td>"
+            f"<td>{e(x['service_name'])} ({e(x['service'] if x['channel'] == 'snap' else x['channel'] + ' ' + x['path'])})</td><td>{e(answer)}</td>"
             f"<td><span class='badge {x['verdict']}'>{x['verdict']}</span></td>"
             f"<td title='{title}'><code>{e(note)}</code></td><td>{detail}</td></tr>"
         )

@@ -214,7 +214,7 @@ async def test_virtual_bank_pays_through_the_snap_adapter_and_reuses_its_partner
     services = {
         r["service_code"]
         for r in await pool.fetch(
-            "select service_code from snap_exchanges where partner_id = $1",
+            "select service_code from partner_exchanges where channel = 'snap' and partner_id = $1",
             virtual_bank.PARTNER_ID,
         )
     }

@@ -83,12 +83,13 @@ async def test_every_exchange_is_recorded_with_its_verdict_and_rule(gateway_serv
     await bank.pay(bill.payment_code, bill.total_rupiah - 1)  # refused: amount
     await bank.pay(bill.payment_code, bill.total_rupiah)
     rows = await gateway_server.pool.fetch(
-        "select service_code, response_code, verdict, rule, request_headers::text as headers from snap_exchanges order by id"
+        """select service_code, response_code, http_status, rule, request_headers::text as headers
+             from partner_exchanges where channel = 'snap' order by id"""
     )
-    assert [(r["service_code"], r["response_code"], r["verdict"], r["rule"]) for r in rows] == [
-        ("73", "2007300", "accepted", None),
-        ("25", "4042513", "refused", "amount"),
-        ("25", "2002500", "accepted", None),
+    assert [(r["service_code"], r["response_code"], r["http_status"], r["rule"]) for r in rows] == [
+        ("73", "2007300", 200, None),
+        ("25", "4042513", 404, "amount"),
+        ("25", "2002500", 200, None),
     ]
     token = await bank.token()
     assert all(token not in r["headers"] for r in rows)
