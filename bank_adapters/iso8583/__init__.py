@@ -4,19 +4,29 @@
 (`KANAL_ADAPTERS__ISO8583__<KEY>`, strings) are described in docs/iso8583.md:
 port, profile, reuse_port, frame_bytes_max, idle_timeout_ms, connections_max,
 message_deadline_ms, link_messages_in_flight_max, write_timeout_ms,
-logon_required, cutoff_window_local.
+logon_required, cutoff_window_local, sandbox, magic_latency_ms, partner_ids.
+
+Every message and its answer is kept in the gateway's `partner_exchanges`
+(channel `iso8583`) for the conformance report, and inbound faults come from
+the partner's profile (`partner_inbound_faults`) or, in sandbox, from magic
+values (docs/callbacks.md).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
+from bank_adapters import faults
 from bank_adapters.base import AdapterContext
 
-from .handler import Handler, Limits
+from .handler import FaultSettings, Handler, Limits, acquirer_code
 from .profile import Profile, load_profile, parse_bool
-from .server import Iso8583Server, ServerLimits, SettingsError
+from .server import Exchange, Iso8583Server, ServerLimits, SettingsError
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiohttp import web
@@ -49,7 +59,19 @@ class Iso8583Adapter:
             raise SettingsError(f"iso8583 setting port={port_text!r}: expected 0 (any free port) to 65535")
         self.profile = load_profile(str(settings.get("profile", DEFAULT_PROFILE))).with_overrides(settings)
         limits = ServerLimits.from_settings(settings)
-        handler = Handler(self.profile, context.payments, Limits(message_deadline_ms=limits.message_deadline_ms))
+        pool = context.pool
+        fault_settings = FaultSettings(
+            profile_of=lambda partner_id: faults.load_profile(pool, partner_id),
+            sandbox=parse_bool("sandbox", settings.get("sandbox", context.sandbox)),
+            magic_latency_ms=_whole("magic_latency_ms", settings.get("magic_latency_ms", "3000"), 0, 60_000),
+            partner_ids=parse_partner_ids(str(settings.get("partner_ids", ""))),
+        )
+        handler = Handler(
+            self.profile,
+            context.payments,
+            Limits(message_deadline_ms=limits.message_deadline_ms),
+            fault_settings=fault_settings,
+        )
         self.server = Iso8583Server(
             self.profile,
             handler,
@@ -61,12 +83,60 @@ class Iso8583Adapter:
         observe = context.extras.get("observe_response")
         if observe is not None:
             self.server.observe_response = observe
+        self.server.record_exchange = lambda exchange: record_exchange(pool, exchange)
         await self.server.start()
 
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+
+
+def _whole(name: str, raw: Any, low: int, high: int) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise SettingsError(f"iso8583 setting {name}={raw!r}: expected a whole number from {low} to {high}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"iso8583 setting {name}={value}: expected {low} to {high}")
+    return value
+
+
+def parse_partner_ids(text: str) -> Mapping[str, str]:
+    """`123=BANKKALBAR,456=OTHERBANK`: the partner each acquirer (DE32) is, so
+    that its ISO 8583 exchanges and faults share the partner's SNAP report."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        acquirer, sep, partner_id = (x.strip() for x in item.partition("="))
+        if not sep or not acquirer.isdigit() or not partner_id or len(partner_id) > 36:
+            raise SettingsError(
+                f"iso8583 setting partner_ids item {item!r}: expected ACQUIRER=PARTNER_ID, e.g. 123=BANKKALBAR"
+            )
+        mapping[acquirer_code(acquirer)] = partner_id
+    return mapping
+
+
+async def record_exchange(pool: asyncpg.Pool, exchange: Exchange) -> None:
+    note, request, response = exchange.note, exchange.request, exchange.response
+    stan_rrn = "/".join(x for x in (request.get("11", ""), request.get("37", "")) if x) or None
+    await pool.execute(
+        """insert into partner_exchanges (channel, partner_id, service_code, path, external_id, request_headers,
+               request_body, answered, response_code, response_body, rule, detail, fault, duration_ms)
+           values ('iso8583', $1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9::text::jsonb, $10, $11, $12, $13)""",
+        note.partner_id,
+        note.kind,
+        request.get("t") or "????",
+        stan_rrn,
+        json.dumps({"link": exchange.link_id}),
+        json.dumps(request, ensure_ascii=False),
+        response is not None,
+        (response or {}).get("39", ""),
+        json.dumps(response or {}, ensure_ascii=False),
+        note.rule,
+        note.detail,
+        note.fault,
+        exchange.duration_ms,
+    )
 
 
 def adapter_factory() -> Iso8583Adapter:

@@ -13,11 +13,12 @@ import asyncio
 import contextvars
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import structlog
 
+from bank_adapters import faults
 from bank_adapters.base import (
     InquiryOutcome,
     InquiryResult,
@@ -26,6 +27,7 @@ from bank_adapters.base import (
     PayOutcome,
     ReverseCommand,
 )
+from bank_adapters.faults import Fault, InboundFaults
 
 from . import bill_data
 from .profile import Profile
@@ -38,6 +40,59 @@ T = TypeVar("T")
 # "unknown" ...), read by the server for its one log line per message. Each
 # message runs in its own task, hence its own context.
 OUTCOME: contextvars.ContextVar[str] = contextvars.ContextVar("iso8583_outcome", default="")
+
+
+@dataclass(slots=True)
+class Note:
+    """What the conformance log keeps about the message being handled, filled
+    in as the handler learns it (set per message task by the server)."""
+
+    partner_id: str | None = None
+    kind: str = "unknown"  # inquiry, payment, status, advice, reversal, network
+    rule: str | None = None
+    detail: str | None = None
+    fault: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+NOTE: contextvars.ContextVar[Note] = contextvars.ContextVar("iso8583_note")
+
+# Outcomes that name their rule by themselves (see gateway/callbacks/conformance.py).
+OUTCOME_RULES = {
+    "inquiry.unknown": "bill-unknown",
+    "inquiry.expired": "bill-expired",
+    "inquiry.paid": "bill-paid",
+    "pay.paid_bill": "bill-paid",
+    "pay.wrong_amount": "amount",
+    "pay.unknown_code": "bill-unknown",
+    "pay.expired": "bill-expired",
+    "pay.conflict": "idempotency-key-reused",
+    "pay.reversed": "payment-reversed",
+    "status.not_found": "transaction-not-found",
+    "acquirer_not_allowed": "acquirer",
+    "not_logged_on": "logon",
+    "cutoff": "cutoff",
+    "too_late": "ledger-timeout",
+    "malfunction": "internal",
+}
+MESSAGE_KINDS = {"0800": "network", "0220": "advice", "0400": "reversal", "0420": "reversal-advice"}
+# A reserved RRN, ten nines then the magic suffix (see bank_adapters/faults.py).
+MAGIC_RRN_PREFIX = "9999999999"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSettings:
+    """Where inbound faults come from: a partner's profile and, in sandbox,
+    magic values. `partner_ids` names a link's partner by its acquirer (DE32);
+    an acquirer not named is the partner `iso8583-<acquirer>`."""
+
+    profile_of: Callable[[str], Awaitable[InboundFaults]] | None = None
+    sandbox: bool = False
+    magic_latency_ms: int = 3_000
+    partner_ids: Mapping[str, str] = field(default_factory=dict)
+
+    def partner_id(self, acquirer: str) -> str:
+        return self.partner_ids.get(acquirer) or f"iso8583-{acquirer}"
 
 # Request MTI -> response MTI. The x1 forms are repeats (the bank heard no answer).
 RESPONSES = {
@@ -83,6 +138,9 @@ def acquirer_code(value: str) -> str:
 class LinkState:
     link_id: str
     logged_on: bool = False
+    # The partner of the last message that named its acquirer: messages that
+    # cannot be read are logged under it.
+    partner_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +159,12 @@ class Handler:
         payments: PaymentsPort,
         limits: Limits,
         now: Callable[[], dt.datetime] | None = None,
+        fault_settings: FaultSettings | None = None,
     ) -> None:
         self.profile = profile
         self.payments = payments
         self.limits = limits
+        self.fault_settings = fault_settings or FaultSettings()
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
         # Port calls outlive a missed deadline (the bank is told 68 and will send
         # an advice or a reversal); they are kept here so that stop() can wait.
@@ -112,27 +172,58 @@ class Handler:
 
     # --- entry point ------------------------------------------------------
 
-    async def handle(self, doc: Mapping[str, str], link: LinkState) -> dict[str, str]:
+    async def handle(self, doc: Mapping[str, str], link: LinkState) -> dict[str, str] | None:
+        """The response to send, or None when a fault says the bank hears nothing."""
+        note = _note()
         mti = doc["t"]
         reply_mti = response_mti(mti)
         assert reply_mti is not None, "the server drops responses and unreadable MTIs before handling"
+        if doc.get("32", "").isdigit():
+            link.partner_id = note.partner_id = self.fault_settings.partner_id(acquirer_code(doc["32"]))
+        else:
+            note.partner_id = link.partner_id
         if mti not in RESPONSES:
-            return self.reply(doc, reply_mti, "format_error")
+            return self.refuse(doc, reply_mti, "format_error", "mti", f"MTI {mti} is not accepted on this link")
         base = mti[:3] + "0"
+        note.kind = MESSAGE_KINDS.get(base, "unknown")
         missing = [f for f in self.profile.required_fields.get(base, ()) if not doc.get(f)]
         if missing:
-            return self.reply(doc, reply_mti, "format_error")
+            detail = ", ".join(f"DE{f}" for f in missing) + f" missing (MTI {mti} needs them on this link)"
+            return self.refuse(doc, reply_mti, "format_error", "field-mandatory", detail)
         if base == "0800":
             return self._network(doc, link)
         if self.profile.acquirers and acquirer_code(doc["32"]) not in self.profile.acquirers:
-            return self.reply(doc, reply_mti, "acquirer_not_allowed")
+            allowed = ", ".join(sorted(self.profile.acquirers))
+            return self.refuse(doc, reply_mti, "acquirer_not_allowed", "acquirer", f"DE32 {doc['32']}; this link takes {allowed}")
         if self.profile.logon_required and not link.logged_on:
-            return self.reply(doc, reply_mti, "not_logged_on")
+            return self.refuse(doc, reply_mti, "not_logged_on", "logon", "send 0800 with DE70 001 first")
         kind = self.profile.processing_kind(doc["3"])
         if kind is None or (base != "0200" and kind != "payment"):
-            return self.reply(doc, reply_mti, "format_error")
+            known = ", ".join(f"{k} {p}xxxx" for k, p in self.profile.processing_codes.items())
+            return self.refuse(doc, reply_mti, "format_error", "processing-code", f"DE3 {doc['3']} with MTI {mti}; this link knows {known}")
+        if base == "0200":
+            note.kind = kind
         if base == "0200" and kind != "status" and self._in_cutoff():
             return self.reply(doc, reply_mti, "cutoff")
+        plan = await self._plan(doc, base, kind, note)
+        if plan is not None and plan.before is not None:
+            note.fault = plan.label
+            if plan.before is Fault.TIMEOUT_BEFORE_COMMIT:
+                return None
+            return self.reply(doc, reply_mti, "busy" if plan.before is Fault.TOO_MANY_REQUESTS else "malfunction")
+        response = await self._money(doc, base, kind, reply_mti)
+        if plan is None or plan.label is None:
+            return response
+        note.fault = plan.label
+        if plan.latency_ms:
+            await asyncio.sleep(plan.latency_ms / 1000)
+        if plan.lost_response:
+            return None
+        if plan.wrong_signature:
+            response["37"] = _unmatchable(response.get("37", ""))
+        return response
+
+    async def _money(self, doc: Mapping[str, str], base: str, kind: str, reply_mti: str) -> dict[str, str]:
         try:
             if base == "0200" and kind == "inquiry":
                 return await self._inquiry(doc, reply_mti)
@@ -142,13 +233,33 @@ class Handler:
                 return await self._pay(doc, reply_mti)
             return await self._reverse(doc, reply_mti)
         except PortTimeout:
-            log.warning("iso8583.deadline_missed", mti=mti, stan=doc.get("11"), rrn=doc.get("37"))
+            log.warning("iso8583.deadline_missed", mti=doc["t"], stan=doc.get("11"), rrn=doc.get("37"))
             return self.reply(doc, reply_mti, "too_late")
-        except OriginalDataError:
-            return self.reply(doc, reply_mti, "format_error")
+        except OriginalDataError as error:
+            return self.refuse(doc, reply_mti, "format_error", "original-data", str(error))
         except Exception:  # noqa: BLE001 - a failing port answers 96, never kills the link
-            log.exception("iso8583.port_failed", mti=mti, stan=doc.get("11"), rrn=doc.get("37"))
+            log.exception("iso8583.port_failed", mti=doc["t"], stan=doc.get("11"), rrn=doc.get("37"))
             return self.reply(doc, reply_mti, "malfunction")
+
+    async def _plan(self, doc: Mapping[str, str], base: str, kind: str, note: Note) -> faults.Plan | None:
+        """The faults ordered for this money message: a magic value (sandbox)
+        or the partner's profile. None when nothing is ordered."""
+        settings = self.fault_settings
+        magic = _magic(doc, base, kind) if settings.sandbox else None
+        profile = None
+        if magic is None:
+            if settings.profile_of is None or note.partner_id is None:
+                return None
+            profile = await settings.profile_of(note.partner_id)
+            if profile.is_empty():
+                return None
+        return faults.plan(profile, magic, magic_latency_ms=settings.magic_latency_ms, hold_ms_default=0)
+
+    def refuse(self, doc: Mapping[str, str], mti: str, outcome_key: str, rule: str, detail: str) -> dict[str, str]:
+        """A refusal that names the broken rule and what exactly broke it (for the conformance log)."""
+        note = _note()
+        note.rule, note.detail = rule, detail
+        return self.reply(doc, mti, outcome_key)
 
     def reply(self, doc: Mapping[str, str], mti: str, outcome_key: str, **extra: str) -> dict[str, str]:
         response = {"t": mti}
@@ -157,6 +268,9 @@ class Handler:
                 response[key] = doc[key]
         response["39"] = self.profile.code(outcome_key)
         response.update(extra)
+        note = _note()
+        if note.rule is None:
+            note.rule = OUTCOME_RULES.get(outcome_key)
         return response
 
     # --- network management ----------------------------------------------
@@ -168,7 +282,7 @@ class Handler:
         elif code == NETWORK_LOGOFF:
             link.logged_on = False
         elif code not in (NETWORK_ECHO, NETWORK_CUTOVER):
-            return self.reply(doc, "0810", "format_error")
+            return self.refuse(doc, "0810", "format_error", "network-code", f"DE70 {code}; expected 001, 002, 201 or 301")
         return self.reply(doc, "0810", "approved")
 
     def _in_cutoff(self) -> bool:
@@ -186,9 +300,14 @@ class Handler:
         return self.reply(doc, mti, key, **{"4": self._amount_field(result.amount_rupiah), "48": self._bill(result)})
 
     async def _pay(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
+        currency = doc.get("49")
+        if currency and currency != self.profile.currency:
+            return self.refuse(doc, mti, "invalid_amount", "currency", f"DE49 {currency}; this link pays in {self.profile.currency}")
         amount_rupiah = self._amount_rupiah(doc)
         if amount_rupiah is None:
-            return self.reply(doc, mti, "invalid_amount")
+            minor = self.profile.amount_minor_digits
+            detail = f"DE4 {doc['4']}: must be above zero" + (f" with {minor} minor digits of 0" if minor else " (whole rupiah)")
+            return self.refuse(doc, mti, "invalid_amount", "amount-format", detail)
         channel, key = self._identity(doc)
         command = PayCommand(
             payment_code=doc["2"],
@@ -275,6 +394,39 @@ class Handler:
             "details": [{"code": d.code, "amount_rupiah": d.amount_rupiah} for d in result.details],
         }
         return bill_data.render(self.profile.bill_data_layout, values)
+
+
+def _note() -> Note:
+    """This message's note; a throwaway one outside the server (direct calls in tests)."""
+    try:
+        return NOTE.get()
+    except LookupError:
+        note = Note()
+        NOTE.set(note)
+        return note
+
+
+def _magic(doc: Mapping[str, str], base: str, kind: str) -> Fault | None:
+    """A magic value in this message: the reserved payment code 999999999NN in
+    DE2 (any money message), or the reserved RRN 9999999999NN in DE37 of an
+    original 0200 inquiry or payment. Advices, reversals and status requests
+    never take a magic RRN, so the bank's recovery path always gets through."""
+    fault = faults.magic_suffix(doc.get("2"))
+    if fault is not None:
+        return fault
+    rrn = doc.get("37", "")
+    if base == "0200" and kind in ("inquiry", "payment") and len(rrn) == 12 and rrn.startswith(MAGIC_RRN_PREFIX):
+        return faults.MAGIC.get(rrn[-2:])
+    return None
+
+
+def _unmatchable(rrn: str) -> str:
+    """The response's RRN changed so that it matches no request: on links with
+    no MAC, this is the integrity check a bank has, and the wrong-signature
+    fault breaks it."""
+    digits = rrn.rjust(12, "0")[-12:]
+    flipped = "".join(str((int(c) + 5) % 10) if c.isdigit() else "0" for c in digits[-4:])
+    return digits[:-4] + flipped
 
 
 class OriginalDataError(ValueError):

@@ -50,6 +50,10 @@ RESPONSE_CODE_KEYS = (
     "not_logged_on",
     "malfunction",
 )
+# Outcomes a profile may map; left out, they take the code of the outcome named here.
+OPTIONAL_RESPONSE_CODE_KEYS = {
+    "busy": "malfunction",  # the too-many-requests fault: "try later" (commonly 91, issuer unavailable)
+}
 
 CONTENT_TYPES = ("n", "an", "ans", "b")
 PROCESSING_KINDS = ("inquiry", "payment", "status")
@@ -122,6 +126,8 @@ class Profile:
     response_code_meanings: Mapping[str, str]
 
     def code(self, key: str) -> str:
+        if key not in self.response_codes and key in OPTIONAL_RESPONSE_CODE_KEYS:
+            return self.response_codes[OPTIONAL_RESPONSE_CODE_KEYS[key]]
         return self.response_codes[key]
 
     def processing_kind(self, processing_code: str) -> str | None:

@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from . import codec
-from .handler import OUTCOME, Handler, LinkState, response_mti
+from .handler import NOTE, OUTCOME, Handler, LinkState, Note, response_mti
 from .profile import Profile
 
 log = structlog.get_logger("kanal.iso8583")
@@ -73,6 +73,21 @@ class ServerLimits:
         return cls(**values)
 
 
+# An unreadable frame is kept as hex, up to this many bytes.
+EXCHANGE_RAW_BYTES_MAX = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One message and its answer (None: the bank heard nothing), for the log."""
+
+    note: Note
+    link_id: str
+    request: dict[str, str]
+    response: dict[str, str] | None
+    duration_ms: float
+
+
 class Iso8583Server:
     def __init__(
         self, profile: Profile, handler: Handler, limits: ServerLimits, host: str, port: int, reuse_port: bool = False
@@ -86,6 +101,8 @@ class Iso8583Server:
         self.port: int | None = None
         # Told every answered response code (metrics); set by the adapter.
         self.observe_response: Callable[[str, str], None] = lambda _adapter, _code: None
+        # Keeps every exchange for the conformance report; set by the adapter.
+        self.record_exchange: Callable[[Exchange], Awaitable[None]] | None = None
         self._server: asyncio.Server | None = None
         self._links: dict[Link, asyncio.Task] = {}
 
@@ -201,40 +218,63 @@ class Link:
 
     async def _process(self, frame: codec.Frame) -> None:
         started = time.perf_counter()
-        response = self._respond_to_broken(frame) if frame.oversized else None
+        note = Note(partner_id=self.state.partner_id)
+        NOTE.set(note)
+        response = self._respond_to_broken(frame, note) if frame.oversized else None
         request: Mapping[str, str] = {}
+        unanswerable = frame.oversized and response is None
         if not frame.oversized:
             try:
                 request = codec.decode(frame.body, self.profile)
             except codec.MessageError as error:
-                response = self._respond_to_error(error, len(frame.body))
+                response = self._respond_to_error(error, len(frame.body), note)
+                request = error.fields
+                unanswerable = response is None
             else:
                 if response_mti(request["t"]) is None:
                     log.warning("iso8583.unexpected_mti_dropped", link=self.state.link_id, mti=request["t"])
                     return
                 response = await self.server.handler.handle(request, self.state)
-        if response is None:
+        if unanswerable:
             self.abort()
-            return
-        await self._send(response)
-        self.server.observe_response("iso8583", response.get("39", ""))
+        elif response is not None:
+            await self._send(response)
+            self.server.observe_response("iso8583", response.get("39", ""))
+        elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             "iso8583.message",
             link=self.state.link_id,
-            mti=request.get("t") or response["t"],
-            stan=response.get("11", ""),
-            rrn=response.get("37", ""),
-            processing_code=response.get("3", ""),
-            network_code=response.get("70", ""),
-            acquirer=response.get("32", ""),
-            response_code=response.get("39", ""),
+            mti=request.get("t") or (response or {}).get("t", ""),
+            stan=request.get("11", ""),
+            rrn=request.get("37", ""),
+            processing_code=request.get("3", ""),
+            network_code=request.get("70", ""),
+            acquirer=request.get("32", ""),
+            response_code=(response or {}).get("39", ""),
             outcome=OUTCOME.get(),
-            elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+            rule=note.rule,
+            fault=note.fault,
+            answered=response is not None,
+            elapsed_ms=round(elapsed_ms, 2),
         )
+        if self.server.record_exchange is not None:
+            exchange = Exchange(
+                note=note,
+                link_id=self.state.link_id,
+                request=dict(request) if request else {"frame_hex": frame.body[:EXCHANGE_RAW_BYTES_MAX].hex()},
+                response=response,
+                duration_ms=elapsed_ms,
+            )
+            try:
+                await self.server.record_exchange(exchange)
+            except Exception:  # noqa: BLE001 - the log must never cost the bank its link
+                log.exception("iso8583.exchange_not_recorded", link=self.state.link_id)
 
-    def _respond_to_broken(self, frame: codec.Frame) -> dict[str, str] | None:
+    def _respond_to_broken(self, frame: codec.Frame, note: Note) -> dict[str, str] | None:
         mti = codec.readable_mti(frame.body)
         reply_mti = response_mti(mti) if mti else None
+        note.rule = "frame-size"
+        note.detail = f"the length header says more than frame_bytes_max={self.limits.frame_bytes_max} bytes"
         log.warning(
             "iso8583.frame_too_long", link=self.state.link_id, mti=mti, frame_bytes_max=self.limits.frame_bytes_max
         )
@@ -242,8 +282,9 @@ class Link:
             return None
         return self.server.handler.reply({}, reply_mti, "format_error")
 
-    def _respond_to_error(self, error: codec.MessageError, size_bytes: int) -> dict[str, str] | None:
+    def _respond_to_error(self, error: codec.MessageError, size_bytes: int, note: Note) -> dict[str, str] | None:
         reply_mti = response_mti(error.mti) if error.mti else None
+        note.rule, note.detail = "message-format", error.reason
         log.warning(
             "iso8583.malformed", link=self.state.link_id, mti=error.mti, reason=error.reason, size_bytes=size_bytes
         )
