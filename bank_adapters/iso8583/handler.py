@@ -185,7 +185,7 @@ class Handler:
         if mti not in RESPONSES:
             return self.refuse(doc, reply_mti, "format_error", "mti", f"MTI {mti} is not accepted on this link")
         base = mti[:3] + "0"
-        note.kind = MESSAGE_KINDS.get(base, "unknown")
+        note.kind = message_kind(self.profile, doc)
         missing = [f for f in self.profile.required_fields.get(base, ()) if not doc.get(f)]
         if missing:
             detail = ", ".join(f"DE{f}" for f in missing) + f" missing (MTI {mti} needs them on this link)"
@@ -201,8 +201,6 @@ class Handler:
         if kind is None or (base != "0200" and kind != "payment"):
             known = ", ".join(f"{k} {p}xxxx" for k, p in self.profile.processing_codes.items())
             return self.refuse(doc, reply_mti, "format_error", "processing-code", f"DE3 {doc['3']} with MTI {mti}; this link knows {known}")
-        if base == "0200":
-            note.kind = kind
         if base == "0200" and kind != "status" and self._in_cutoff():
             return self.reply(doc, reply_mti, "cutoff")
         plan = await self._plan(doc, base, kind, note)
@@ -394,6 +392,16 @@ class Handler:
             "details": [{"code": d.code, "amount_rupiah": d.amount_rupiah} for d in result.details],
         }
         return bill_data.render(self.profile.bill_data_layout, values)
+
+
+def message_kind(profile: Profile, doc: Mapping[str, str]) -> str:
+    """What a message is for the log: network, advice, reversal,
+    reversal-advice, or a 0200's inquiry, payment or status (by DE3)."""
+    mti = doc.get("t", "")
+    base = mti[:3] + "0" if len(mti) == 4 else ""
+    if base == "0200":
+        return profile.processing_kind(doc.get("3", "")) or "financial"
+    return MESSAGE_KINDS.get(base, "unknown")
 
 
 def _note() -> Note:

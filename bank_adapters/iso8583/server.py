@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from . import codec
-from .handler import NOTE, OUTCOME, Handler, LinkState, Note, response_mti
+from .handler import NOTE, OUTCOME, Handler, LinkState, Note, message_kind, response_mti
 from .profile import Profile
 
 log = structlog.get_logger("kanal.iso8583")
@@ -229,6 +229,8 @@ class Link:
             except codec.MessageError as error:
                 response = self._respond_to_error(error, len(frame.body), note)
                 request = error.fields
+                if error.mti:
+                    note.kind = message_kind(self.profile, {**error.fields, "t": error.mti})
                 unanswerable = response is None
             else:
                 if response_mti(request["t"]) is None:

@@ -200,9 +200,11 @@ def faults_group() -> None:
     """Order failures on purpose, per partner (inbound and outbound) or per endpoint (outbound).
 
     \b
-    Inbound (a bank calling Kanal over SNAP):
+    Inbound (a bank calling Kanal over SNAP, or over an ISO 8583 link: the
+    partner is iso8583-<acquirer> unless the adapter's partner_ids names it):
       kanal faults set --partner BANKKALBAR --latency-ms 2000
       kanal faults set --partner BANKKALBAR --lost-response-percent 100 --hold-ms 5000
+      kanal faults set --partner iso8583-123 --server-error-percent 100
     Outbound (Kanal calling your endpoint):
       kanal faults set --endpoint ep_... --duplicate-percent 50 --out-of-order-percent 100
       kanal faults set --partner BANKKALBAR --drop-percent 10 --delay-ms 3000
@@ -224,10 +226,10 @@ def _fault_options(function):
         "latency_ms": "Inbound: answer this much later.",
         "lost_response_percent": "Inbound: share of requests processed (posted) but never answered.",
         "timeout_before_commit_percent": "Inbound: share of requests never processed nor answered.",
-        "server_error_percent": "Inbound: share answered 500 General Error, nothing done.",
-        "too_many_requests_percent": "Inbound: share answered 429, nothing done.",
-        "wrong_signature_percent": "Inbound: share answered with an X-SIGNATURE that does not verify.",
-        "hold_ms": "Inbound: how long an unanswered connection is held before it is closed.",
+        "server_error_percent": "Inbound: share answered 500 General Error (ISO 8583: 96), nothing done.",
+        "too_many_requests_percent": "Inbound: share answered 429 (ISO 8583: 91), nothing done.",
+        "wrong_signature_percent": "Inbound: share answered with an X-SIGNATURE that does not verify (ISO 8583: an RRN that matches no request).",
+        "hold_ms": "Inbound, SNAP: how long an unanswered connection is held before it is closed.",
         "delay_ms": "Outbound: hold every delivery this long before its first attempt.",
         "duplicate_percent": "Outbound: share of deliveries sent twice.",
         "out_of_order_percent": "Outbound: share of consecutive pairs sent in reverse order.",
@@ -245,7 +247,7 @@ def _target(partner_id, endpoint_id) -> None:
 
 
 @faults_group.command("set")
-@click.option("--partner", "partner_id", help="A partner: inbound faults for its SNAP requests, outbound for its endpoints.")
+@click.option("--partner", "partner_id", help="A partner: inbound faults for its SNAP requests and ISO 8583 messages, outbound for its endpoints.")
 @click.option("--endpoint", "endpoint_id", help="One endpoint (outbound faults only).")
 @_fault_options
 def set_faults(partner_id, endpoint_id, **values) -> None:
@@ -353,7 +355,9 @@ def _text_report(data: dict[str, Any]) -> str:
         lines.append("Failing exchanges:")
         for x in data["exchanges"]:
             if x["verdict"] == "fail":
-                lines.append(f"  #{x['id']} {x['at']} {x['service_name']} -> {x['response']['code']} broke {x['rule']}")
+                detail = f": {x['detail']}" if x.get("detail") else ""
+                channel = "" if x.get("channel", "snap") == "snap" else f"{x['channel']} {x['path']} "
+                lines.append(f"  #{x['id']} {x['at']} {channel}{x['service_name']} -> {x['response']['code']} broke {x['rule']}{detail}")
     else:
         lines.append("Every exchange followed the protocol.")
     return "\n".join(lines)

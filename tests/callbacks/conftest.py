@@ -109,7 +109,9 @@ async def callback_gateway(database_url, clock, monkeypatch) -> AsyncIterator[Ru
     """The real gateway, with a retry schedule of 50 ms steps and short fault holds."""
     for key, value in FAST_ENV.items():
         monkeypatch.setenv(key, value)
-    settings = test_settings(adapters={"snap": {"fault_hold_ms": "300", "magic_latency_ms": "300"}})
+    settings = test_settings(
+        adapters={"snap": {"fault_hold_ms": "300", "magic_latency_ms": "300"}, "iso8583": {"magic_latency_ms": "300"}}
+    )
     gateway = Gateway(settings=settings, database_url=database_url, clock=clock)
     await gateway.start(migrate_first=False)
     try:
