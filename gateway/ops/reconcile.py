@@ -45,7 +45,7 @@ class StatementConflict(StatementError):
     """Another file was already imported as this statement."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     kind: str
     direction: str
@@ -59,43 +59,62 @@ class Item:
 
 def match(statement: Statement, payments: list[asyncpg.Record | dict]) -> list[Item]:
     """Pair the statement's lines with the expected ledger movements. Pure:
-    `payments` are the rows `expected_payments` returns."""
+    `payments` are the rows `expected_payments` returns. Items come credits
+    first, then debits; within each, in line order, then the unpaired
+    payments in `payments` order."""
+    lines_of: dict[str, list] = {"credit": [], "debit": []}
+    for n, line in enumerate(statement.lines, start=1):
+        lines_of[line.direction].append((n, line))
+    expected_of: dict[str, list] = {"credit": [], "debit": []}
+    for p in payments:
+        expected_of[p["direction"]].append(p)
     items: list[Item] = []
     for direction in ("credit", "debit"):
-        expected = [p for p in payments if p["direction"] == direction]
-        taken: set[int] = set()
-        indexes: dict[str, dict[str, list]] = {"bank_reference": {}, "end_to_end_id": {}, "payment_code": {}}
-        for p in expected:
-            if p["bank_reference"]:
-                indexes["bank_reference"].setdefault(p["bank_reference"], []).append(p)
-                indexes["end_to_end_id"].setdefault(p["bank_reference"], []).append(p)
-            indexes["end_to_end_id"].setdefault(p["idempotency_key"], []).append(p)
-            indexes["payment_code"].setdefault(p["payment_code"], []).append(p)
-        for n, line in enumerate(statement.lines, start=1):
-            if line.direction != direction:
-                continue
-            found, key = None, None
-            for key, value in (
-                ("bank_reference", line.bank_reference),
-                ("end_to_end_id", line.end_to_end_id),
-                ("payment_code", line.payment_code),
-            ):
-                if not value:
-                    continue
-                found = next((p for p in indexes[key].get(value, ()) if p["id"] not in taken), None)
-                if found is not None:
-                    break
-            if found is None:
-                items.append(Item("bank_only", direction, line_no=n, bank_amount_rupiah=line.amount_rupiah))
-                continue
-            taken.add(found["id"])
-            kind = "matched" if found["amount_rupiah"] == line.amount_rupiah else "amount_mismatch"
-            items.append(Item(kind, direction, key, n, found["id"], found["npp"], line.amount_rupiah, found["amount_rupiah"]))
-        for p in expected:
-            if p["id"] not in taken:
-                items.append(Item("ledger_only", direction, payment_id=p["id"], npp=p["npp"],
-                                  ledger_amount_rupiah=p["amount_rupiah"]))
+        items += _match_direction(direction, lines_of[direction], expected_of[direction])
     return items
+
+
+def _match_direction(direction: str, lines: list, expected: list) -> list[Item]:
+    """Greedy, in line order: each line takes the first payment not yet taken
+    on its strongest key that has one."""
+    by_reference: dict[str, list] = {}
+    by_end_to_end: dict[str, list] = {}
+    by_code: dict[str, list] = {}
+    for p in expected:
+        if p["bank_reference"]:
+            by_reference.setdefault(p["bank_reference"], []).append(p)
+            by_end_to_end.setdefault(p["bank_reference"], []).append(p)
+        by_end_to_end.setdefault(p["idempotency_key"], []).append(p)
+        by_code.setdefault(p["payment_code"], []).append(p)
+    taken: set[int] = set()
+    items: list[Item] = []
+    for n, line in lines:
+        found = _untaken(by_reference, line.bank_reference, taken)
+        key = "bank_reference"
+        if found is None:
+            found, key = _untaken(by_end_to_end, line.end_to_end_id, taken), "end_to_end_id"
+        if found is None:
+            found, key = _untaken(by_code, line.payment_code, taken), "payment_code"
+        if found is None:
+            items.append(Item("bank_only", direction, line_no=n, bank_amount_rupiah=line.amount_rupiah))
+            continue
+        taken.add(found["id"])
+        kind = "matched" if found["amount_rupiah"] == line.amount_rupiah else "amount_mismatch"
+        items.append(Item(kind, direction, key, n, found["id"], found["npp"], line.amount_rupiah, found["amount_rupiah"]))
+    for p in expected:
+        if p["id"] not in taken:
+            items.append(Item("ledger_only", direction, payment_id=p["id"], npp=p["npp"],
+                              ledger_amount_rupiah=p["amount_rupiah"]))
+    return items
+
+
+def _untaken(index: dict[str, list], value: str, taken: set[int]):
+    """The first payment under `value` not yet paired; None without a value."""
+    if value:
+        for p in index.get(value, ()):
+            if p["id"] not in taken:
+                return p
+    return None
 
 
 def _like_prefix(prefix: str) -> str:
@@ -149,7 +168,15 @@ async def import_statement(
             return existing, False
         payments = await expected_payments(conn, statement.from_date, statement.to_date, channel_prefix)
         items = match(statement, payments)
-        counts = {kind: sum(1 for i in items if i.kind == kind) for kind in KINDS}
+        counts = dict.fromkeys(KINDS, 0)
+        for item in items:
+            counts[item.kind] += 1
+        credit_rupiah = debit_rupiah = 0
+        for line in statement.lines:
+            if line.direction == "credit":
+                credit_rupiah += line.amount_rupiah
+            else:
+                debit_rupiah += line.amount_rupiah
         statement_id = await conn.fetchval(
             """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
                                            channel_prefix, entries, matched, bank_only, ledger_only, amount_mismatch,
@@ -159,8 +186,7 @@ async def import_statement(
             statement.sha256, statement.format, statement.statement_ref, statement.account, file_name[:255],
             statement.from_date, statement.to_date, channel_prefix, len(statement.lines),
             counts["matched"], counts["bank_only"], counts["ledger_only"], counts["amount_mismatch"],
-            sum(line.amount_rupiah for line in statement.lines if line.direction == "credit"),
-            sum(line.amount_rupiah for line in statement.lines if line.direction == "debit"),
+            credit_rupiah, debit_rupiah,
         )
         if statement_id is None:  # imported concurrently by someone else
             existing = await _existing(conn, statement)

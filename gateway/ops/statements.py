@@ -1,12 +1,22 @@
 """Bank settlement statements: read CSV and ISO 20022 camt.053 / camt.054, and
 write them (for tests, benchmarks and `kanal statement`).
 
-camt XML is read through typed bindings generated from the official ISO 20022
-schemas (`pyiso20022`, parsed by `xsdata`): an element the schema does not
-know, or a missing required one, is an error, not a silent skip. Every
+camt XML is checked against typed bindings generated from the official ISO
+20022 schemas (`pyiso20022`, parsed by `xsdata`): an element the schema does
+not know, or a missing required one, is an error, not a silent skip. Every
 version of camt.053.001.xx and camt.054.001.xx that `pyiso20022` ships is
 accepted; the version is taken from the document's namespace. Before that,
 `defusedxml` refuses DTDs and entities (no XXE, no entity bombs).
+
+Binding every entry with xsdata cost ~0.3 ms an entry (1.5 s for 5,000), so
+entries are read in two steps (`_read_camt`): the document without its
+entries, and one entry of each distinct shape (element names, nesting,
+attribute names), are bound by xsdata exactly as before, which decides what
+the schema refuses; then every entry's values are read from the C
+ElementTree by position, the same way `_entry_lines` reads the bindings.
+Anything that reader does not cover (several statements in a file, a
+namespaced attribute, a shape whose reading disagrees with the bindings)
+goes through the full binding path (`_parse_camt_bindings`) unchanged.
 
 Every amount becomes whole rupiah (`int`): a statement in another currency,
 or an amount with a fraction of a rupiah, is refused with the line named.
@@ -14,14 +24,19 @@ or an amount with a fraction of a rupiah, is refused with the line named.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import gc
 import hashlib
 import importlib
 import io
 import re
+import warnings
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as safe_xml
@@ -33,7 +48,14 @@ FORMATS = ("csv", "camt.053", "camt.054")
 CSV_COLUMNS = ("booking_date", "direction", "amount_rupiah", "bank_reference", "end_to_end_id", "payment_code", "remittance")
 CSV_REQUIRED = ("booking_date", "amount_rupiah")
 _PAYMENT_CODE = re.compile(r"(?<![0-9])([0-9]{11})(?![0-9])")
+_PAYMENT_CODE_FULL = re.compile(r"[0-9]{11}")
 _NAMESPACE = re.compile(r"^\{urn:iso:std:iso:20022:tech:xsd:(camt\.05[34])\.001\.([0-9]{2})\}Document$")
+# Amount texts that are plainly whole rupiah ("150000", "150000.00"): read
+# without Decimal. 18 digits keep int() far from Python's digit limit.
+_WHOLE_AMOUNT = re.compile(r"([1-9][0-9]{0,17})(?:\.0*)?")
+_WHOLE_AMOUNT_DIGITS_MAX = 18
+_CSV_DIRECTIONS = {"": "credit", "c": "credit", "crdt": "credit", "credit": "credit",
+                   "d": "debit", "dbit": "debit", "debit": "debit"}
 
 
 class StatementError(ValueError):
@@ -45,7 +67,7 @@ class StatementError(ValueError):
         self.errors = errors or [{"field": "statement", "problem": detail}]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Line:
     direction: str  # "credit" (money in: a payment) or "debit" (money out: a reversal)
     amount_rupiah: int
@@ -73,6 +95,9 @@ def payment_code_in(text: str) -> str:
 
 
 def whole_rupiah(value: object, where: str) -> int:
+    if type(value) is str and len(value) <= _WHOLE_AMOUNT_DIGITS_MAX and value.isascii() and value.isdigit() \
+            and value[0] != "0":
+        return int(value)  # the common case, without Decimal: same result
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
@@ -89,10 +114,13 @@ def whole_rupiah(value: object, where: str) -> int:
 
 
 def detect_format(raw: bytes) -> str:
-    head = raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
-    if head != b"<":
+    if _looks_like_csv(raw):
         return "csv"
     return _xml_kind(raw)[0]
+
+
+def _looks_like_csv(raw: bytes) -> bool:
+    return raw.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"<"
 
 
 def parse(raw: bytes, fmt: str | None = None, *, statement_ref: str = "", account: str = "") -> Statement:
@@ -102,65 +130,101 @@ def parse(raw: bytes, fmt: str | None = None, *, statement_ref: str = "", accoun
         raise StatementError(f"the statement is {len(raw)} bytes; the limit is {STATEMENT_BYTES_MAX} bytes")
     if not raw.strip():
         raise StatementError("the statement is empty")
-    fmt = detect_format(raw) if fmt in (None, "", "auto") else fmt
-    if fmt not in FORMATS:
+    if fmt in (None, "", "auto"):
+        fmt = "csv" if _looks_like_csv(raw) else None  # XML: the document's namespace says which camt
+    elif fmt not in FORMATS:
         raise StatementError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)} or auto",
                              [{"field": "format", "problem": f"expected one of {', '.join(FORMATS)}"}])
-    statement = _parse_csv(raw, statement_ref, account) if fmt == "csv" else _parse_camt(raw, fmt)
+    with _collector_paused():
+        statement = _parse_csv(raw, statement_ref, account) if fmt == "csv" else _parse_camt(raw, fmt)
     if len(statement.lines) > STATEMENT_ENTRIES_MAX:
         raise StatementError(f"the statement has {len(statement.lines)} entries; the limit is {STATEMENT_ENTRIES_MAX}")
     statement.sha256 = hashlib.sha256(raw).digest()
     if not statement.statement_ref:
-        statement.statement_ref = f"{fmt}:{statement.sha256.hex()[:16]}"
+        statement.statement_ref = f"{statement.format}:{statement.sha256.hex()[:16]}"
     return statement
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Reading a statement makes ~20 objects a line and frees none of them
+    (a camt tree is ~100,000 elements for 5,000 entries), so the cyclic
+    garbage collector only re-walks live objects: pausing it for the read
+    measured camt 190 -> 117 ms, for 5,000 entries. Nothing else runs on
+    this thread meanwhile; collection resumes right after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # ------------------------------------------------------------------- CSV ----
 
 
 def _parse_csv(raw: bytes, statement_ref: str, account: str) -> Statement:
+    """Rows are read by column position (csv.reader) rather than as dicts, and
+    each distinct booking date is parsed once: ~3x faster, same rules."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise StatementError(f"the CSV is not UTF-8: {error}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = [h.strip() for h in reader.fieldnames or []]
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip() for h in next(reader, [])]
     missing = [c for c in CSV_REQUIRED if c not in header]
     unknown = [c for c in header if c not in CSV_COLUMNS]
     if missing or unknown:
         problems = [{"field": c, "problem": "required column is missing"} for c in missing]
         problems += [{"field": c, "problem": f"unknown column; known: {', '.join(CSV_COLUMNS)}"} for c in unknown]
         raise StatementError("the CSV header " + "; ".join(f"{p['field']}: {p['problem']}" for p in problems), problems)
-    reader.fieldnames = header
+    width = len(header)
+    # A column named twice: the last one counts (as a dict of the row would
+    # have it). A column not in the header reads as "": its position is past
+    # any row's end.
+    position = dict.fromkeys(CSV_COLUMNS, width) | {name: i for i, name in enumerate(header)}
+    at_date, at_direction, at_amount, at_bank_ref, at_e2e, at_code, at_remittance = (position[c] for c in CSV_COLUMNS)
+    dates: dict[str, dt.date] = {}
     lines = []
-    for n, row in enumerate(reader, start=2):
-        if None in row:
+    n = 1
+    for row in reader:
+        if not row:
+            continue  # a blank line is not an entry, nor counted
+        n += 1
+        size = len(row)
+        if size > width:
             raise StatementError(f"line {n}: more fields than columns", [{"field": f"line {n}", "problem": "too many fields"}])
-        values = dict.fromkeys(CSV_COLUMNS, "") | {key: (value or "").strip() for key, value in row.items()}
-        get = values.get
-        try:
-            booked_on = dt.date.fromisoformat(get("booking_date"))
-        except ValueError:
-            raise StatementError(
-                f"line {n}, booking_date: {get('booking_date')!r} is not a date (YYYY-MM-DD)",
-                [{"field": f"line {n}.booking_date", "problem": "expected YYYY-MM-DD"}],
-            ) from None
-        direction = {"": "credit", "c": "credit", "crdt": "credit", "credit": "credit",
-                     "d": "debit", "dbit": "debit", "debit": "debit"}.get(get("direction").lower())
+        booking = row[at_date].strip() if at_date < size else ""
+        booked_on = dates.get(booking)
+        if booked_on is None:
+            try:
+                booked_on = dates[booking] = dt.date.fromisoformat(booking)
+            except ValueError:
+                raise StatementError(
+                    f"line {n}, booking_date: {booking!r} is not a date (YYYY-MM-DD)",
+                    [{"field": f"line {n}.booking_date", "problem": "expected YYYY-MM-DD"}],
+                ) from None
+        given = row[at_direction].strip() if at_direction < size else ""
+        direction = _CSV_DIRECTIONS.get(given.lower())
         if direction is None:
             raise StatementError(
-                f"line {n}, direction: {get('direction')!r} is not credit or debit",
+                f"line {n}, direction: {given!r} is not credit or debit",
                 [{"field": f"line {n}.direction", "problem": "expected credit (C) or debit (D)"}],
             )
-        code = get("payment_code")
-        if code and not re.fullmatch(r"[0-9]{11}", code):
+        code = row[at_code].strip() if at_code < size else ""
+        if code and not _PAYMENT_CODE_FULL.fullmatch(code):
             raise StatementError(f"line {n}, payment_code: {code!r} is not 11 digits",
                                  [{"field": f"line {n}.payment_code", "problem": "expected 11 digits"}])
-        lines.append(_line(direction, whole_rupiah(get("amount_rupiah"), f"line {n}.amount_rupiah"), booked_on,
-                           get("bank_reference"), get("end_to_end_id"), code, get("remittance")))
+        amount = whole_rupiah(row[at_amount].strip() if at_amount < size else "", f"line {n}.amount_rupiah")
+        lines.append(_line(direction, amount, booked_on,
+                           row[at_bank_ref].strip() if at_bank_ref < size else "",
+                           row[at_e2e].strip() if at_e2e < size else "",
+                           code,
+                           row[at_remittance].strip() if at_remittance < size else ""))
     if not lines:
         raise StatementError("the CSV has a header but no entries")
-    days = [line.booked_on for line in lines]
+    days = {line.booked_on for line in lines}
     return Statement("csv", statement_ref.strip(), account.strip(), min(days), max(days), lines)
 
 
@@ -174,13 +238,26 @@ def _line(direction, amount, booked_on, bank_reference, end_to_end_id, code, rem
 # ------------------------------------------------------------------ camt ----
 
 
-def _xml_kind(raw: bytes) -> tuple[str, str]:
+def _xml_root(raw: bytes) -> ET.Element:
+    """The parsed document. `defusedxml` reads the prolog (DTDs and entity
+    declarations can only appear before the root element) and refuses a DTD;
+    the document itself is then built by the C ElementTree parser, which with
+    no DTD has no entity to expand or fetch. defusedxml's pure-Python tree
+    builder took ~0.25 s for a 5,000-entry statement."""
     try:
-        root = safe_xml.fromstring(raw, forbid_dtd=True)
+        for _ in safe_xml.iterparse(io.BytesIO(raw), events=("start",), forbid_dtd=True):
+            break  # the root element has started: past the prolog
     except DefusedXmlException as error:
         raise StatementError(f"the XML is refused: {type(error).__name__} (DTDs and entities are not allowed)") from None
-    except safe_xml.ParseError as error:
+    except safe_xml.ParseError:
+        pass  # not well-formed: the full parse below says where
+    try:
+        return ET.fromstring(raw)
+    except ET.ParseError as error:
         raise StatementError(f"the XML is not well-formed: {error}") from None
+
+
+def _root_kind(root: ET.Element) -> tuple[str, str]:
     match = _NAMESPACE.match(root.tag)
     if not match:
         raise StatementError(
@@ -188,6 +265,10 @@ def _xml_kind(raw: bytes) -> tuple[str, str]:
             "(namespace urn:iso:std:iso:20022:tech:xsd:camt.053.001.xx or camt.054.001.xx)"
         )
     return match.group(1), match.group(2)
+
+
+def _xml_kind(raw: bytes) -> tuple[str, str]:
+    return _root_kind(_xml_root(raw))
 
 
 def _bindings(kind: str, version: str):
@@ -198,32 +279,55 @@ def _bindings(kind: str, version: str):
         raise StatementError(f"{kind}.001.{version} is not a version we can read") from None
 
 
-def _parse_camt(raw: bytes, fmt: str) -> Statement:
+def _bind(xml: bytes, clazz, kind: str, version: str, where: str = ""):
+    """xsdata binds `xml` to `clazz`; what it refuses is a schema error, named
+    at `where` (an entry) when given."""
     from xsdata.exceptions import ParserError
     from xsdata.formats.dataclass.parsers import XmlParser
 
-    kind, version = _xml_kind(raw)
-    if kind != fmt:
+    try:
+        return XmlParser(context=_xml_context()).from_bytes(xml, clazz)
+    except (ParserError, ValueError, TypeError) as error:
+        detail = f"the {kind}.001.{version} document does not follow its schema: {where + ': ' if where else ''}{error}"
+        raise StatementError(detail, [{"field": where, "problem": detail}] if where else None) from None
+
+
+def _parse_camt(raw: bytes, fmt: str | None) -> Statement:
+    root = _xml_root(raw)
+    kind, version = _root_kind(root)
+    if fmt is not None and kind != fmt:
         raise StatementError(f"the format was given as {fmt}, but the document is {kind}.001.{version}")
     bindings = _bindings(kind, version)
-    try:
-        document = XmlParser().from_bytes(raw, bindings.Document)
-    except (ParserError, ValueError, TypeError) as error:
-        raise StatementError(f"the {kind}.001.{version} document does not follow its schema: {error}") from None
+    statement = _read_camt(root, kind, version, bindings)
+    return statement if statement is not None else _parse_camt_bindings(raw, kind, version, bindings)
+
+
+def _parse_camt_bindings(raw: bytes, kind: str, version: str, bindings) -> Statement:
+    """The whole document bound by xsdata, every entry read from its bindings:
+    the reference reading, and the path for what `_read_camt` leaves to it."""
+    document = _bind(raw, bindings.Document, kind, version)
     if kind == "camt.053":
         reports = document.bk_to_cstmr_stmt.stmt
     else:
         reports = document.bk_to_cstmr_dbt_cdt_ntfctn.ntfctn
-    if len(reports) != 1:
-        what = "Stmt" if kind == "camt.053" else "Ntfctn"
-        raise StatementError(f"the document has {len(reports)} {what} blocks; import them one statement per file")
+    _one_report(reports, kind)
     report = reports[0]
     lines: list[Line] = []
     for n, entry in enumerate(report.ntry, start=1):
         lines += _entry_lines(entry, n)
+    return _statement(kind, report, lines)
+
+
+def _one_report(reports: list, kind: str) -> None:
+    if len(reports) != 1:
+        what = "Stmt" if kind == "camt.053" else "Ntfctn"
+        raise StatementError(f"the document has {len(reports)} {what} blocks; import them one statement per file")
+
+
+def _statement(kind: str, report, lines: list[Line]) -> Statement:
     if not lines:
         raise StatementError("the statement has no entries")
-    days = [line.booked_on for line in lines]
+    days = {line.booked_on for line in lines}
     from_date, to_date = min(days), max(days)
     period = getattr(report, "fr_to_dt", None)
     if period is not None and period.fr_dt_tm is not None and period.to_dt_tm is not None:
@@ -315,6 +419,285 @@ def _entry_lines(entry, n: int) -> list[Line]:
 
 def _code(value) -> str:
     return getattr(value, "value", value)
+
+
+# ------------------------------------------------- camt, read by position ----
+
+_TAG = attrgetter("tag")
+_ATTRIB = attrgetter("attrib")
+_GROUPS = {"camt.053": ("BkToCstmrStmt", "Stmt"), "camt.054": ("BkToCstmrDbtCdtNtfctn", "Ntfctn")}
+_DIRECTIONS = {"CRDT": "credit", "DBIT": "debit"}
+_XML_CONTEXT = None
+
+
+def _xml_context():
+    """xsdata's class metadata, built once per class rather than once per parse."""
+    global _XML_CONTEXT
+    if _XML_CONTEXT is None:
+        from xsdata.formats.dataclass.context import XmlContext
+
+        _XML_CONTEXT = XmlContext()
+    return _XML_CONTEXT
+
+
+def _read_camt(root: ET.Element, kind: str, version: str, bindings) -> Statement | None:
+    """The statement read from the parsed tree, or None to leave the document
+    to `_parse_camt_bindings`. Two passes, so that a schema error anywhere
+    wins over a value error in an earlier entry, as when the whole document
+    was bound first."""
+    ns = root.tag[: root.tag.index("}") + 1]
+    group_name, report_name = _GROUPS[kind]
+    if len(root) != 1 or root[0].tag != ns + group_name:
+        return None
+    group = root[0]
+    reports = [child for child in group if child.tag == ns + report_name]
+    if len(reports) != 1:
+        return None
+    report = reports[0]
+    entry_tag = ns + "Ntry"
+    entries = [child for child in report if child.tag == entry_tag]
+    frame = _without_entries(root, group, report, entry_tag)
+    if frame is None:
+        return None
+    document = _bind(ET.tostring(frame), bindings.Document, kind, version)
+    bound_group = document.bk_to_cstmr_stmt if kind == "camt.053" else document.bk_to_cstmr_dbt_cdt_ntfctn
+    bound_report = (bound_group.stmt if kind == "camt.053" else bound_group.ntfctn)[0]
+    entry_class = _xml_context().build(type(bound_report)).elements[entry_tag][0].clazz
+    # Built in the document's namespace, as when bound inside the document:
+    # xsdata's messages name classes by it.
+    _xml_context().build(entry_class, ns[1:-1])
+    readers: dict[tuple, _EntryReader] = {}
+    shaped = []
+    for n, entry in enumerate(entries, start=1):
+        elements = list(entry.iter())
+        # What xsdata's verdict depends on: element names and nesting (preorder
+        # names and child counts fix the tree), and attribute names.
+        shape = (tuple(map(_TAG, elements)), tuple(map(len, elements)), tuple(map(tuple, map(_ATTRIB, elements))))
+        reader = readers.get(shape)
+        if reader is None:
+            reader = _EntryReader.for_shape(entry, elements, n, entry_class, ns, kind, version, bindings)
+            if reader is None:
+                return None
+            readers[shape] = reader
+        shaped.append((reader, elements))
+    lines: list[Line] = []
+    for n, (reader, elements) in enumerate(shaped, start=1):
+        lines += reader.lines(elements, n)
+    return _statement(kind, bound_report, lines)
+
+
+def _without_entries(root: ET.Element, group: ET.Element, report: ET.Element, entry_tag: str) -> ET.Element | None:
+    """The document's frame (header, statement fields, balances) without its
+    entries, for xsdata; None when an attribute is namespaced (an xsi:type
+    names a prefix that writing the frame out again would lose)."""
+    bare_report = ET.Element(report.tag, report.attrib)
+    bare_report.extend(child for child in report if child.tag != entry_tag)
+    bare_group = ET.Element(group.tag, group.attrib)
+    bare_group.extend(bare_report if child is report else child for child in group)
+    bare_root = ET.Element(root.tag, root.attrib)
+    bare_root.append(bare_group)
+    for element in bare_root.iter():
+        if any(name.startswith("{") for name in element.attrib):
+            return None
+    return bare_root
+
+
+def _xml_value(text: str, clazz):
+    """`text` converted as xsdata converts it, or None where xsdata could not
+    (it would keep the text and warn)."""
+    from xsdata.formats.converter import ConverterError, converter
+
+    try:
+        return converter.deserialize(text, [clazz])
+    except ConverterError:
+        return None
+
+
+@dataclass(frozen=True)
+class _TxPositions:
+    """Where one TxDtls's values sit in its entry's element list (None: absent)."""
+
+    amount: int | None  # TxDtls/Amt, else TxDtls/AmtDtls/TxAmt/Amt
+    bank_reference: int | None  # Refs/AcctSvcrRef
+    end_to_end_id: int | None  # Refs/EndToEndId
+    remittance: int | None  # RmtInf
+    unstructured: tuple[int, ...]  # RmtInf/Ustrd
+    creditor_refs: tuple[int, ...]  # RmtInf/Strd/CdtrRefInf/Ref
+
+
+@dataclass
+class _EntryReader:
+    """Reads the entries of one shape by element position, with the same
+    rules, order of checks and messages as `_entry_lines` (which reads an
+    entry's bindings)."""
+
+    bindings: object
+    amount: int
+    direction: int
+    booking: int | None
+    booking_date: int | None
+    booking_time: int | None
+    bank_reference: int | None
+    additional: tuple[int, ...]
+    additional_is_list: bool
+    transactions: tuple[_TxPositions, ...]
+    # Converted once per distinct text: a statement's dates and codes repeat.
+    directions: dict = field(default_factory=dict)
+    days: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_shape(cls, entry, elements, n, entry_class, ns, kind, version, bindings) -> _EntryReader | None:
+        """Bind this entry with xsdata, which refuses what the schema refuses
+        (unknown, missing or repeated elements, missing attributes: the shape
+        alone decides), then check that reading it by position gives what its
+        bindings give; None if not."""
+        from xsdata.exceptions import ConverterWarning
+
+        tail, entry.tail = entry.tail, None
+        try:
+            xml = ET.tostring(entry)
+        finally:
+            entry.tail = tail
+        with warnings.catch_warnings():
+            # A value xsdata cannot convert stays text; `lines` checks the values it reads.
+            warnings.simplefilter("ignore", ConverterWarning)
+            bound = _bind(xml, entry_class, kind, version, f"Ntry[{n}]")
+        index = {id(element): i for i, element in enumerate(elements)}
+
+        def at(parent, *path):
+            found = parent.find("/".join(ns + step for step in path)) if parent is not None else None
+            return None if found is None else index[id(found)]
+
+        def each(parent, *path):
+            if parent is None:
+                return ()
+            return tuple(index[id(found)] for found in parent.findall("/".join(ns + step for step in path)))
+
+        transactions = []
+        for details in entry.findall(ns + "NtryDtls"):
+            for tx in details.findall(ns + "TxDtls"):
+                refs, remittance = tx.find(ns + "Refs"), tx.find(ns + "RmtInf")
+                direct = at(tx, "Amt")
+                transactions.append(_TxPositions(
+                    amount=direct if direct is not None else at(tx, "AmtDtls", "TxAmt", "Amt"),
+                    bank_reference=at(refs, "AcctSvcrRef"),
+                    end_to_end_id=at(refs, "EndToEndId"),
+                    remittance=at(tx, "RmtInf"),
+                    unstructured=each(remittance, "Ustrd"),
+                    creditor_refs=each(remittance, "Strd", "CdtrRefInf", "Ref"),
+                ))
+        booking = entry.find(ns + "BookgDt")
+        reader = cls(
+            bindings,
+            amount=at(entry, "Amt"),
+            direction=at(entry, "CdtDbtInd"),
+            booking=at(entry, "BookgDt"),
+            booking_date=at(booking, "Dt"),
+            booking_time=at(booking, "DtTm"),
+            bank_reference=at(entry, "AcctSvcrRef"),
+            additional=each(entry, "AddtlNtryInf"),
+            additional_is_list=isinstance(bound.addtl_ntry_inf, list),
+            transactions=tuple(transactions),
+        )
+        return reader if reader._agrees(bound, elements, n) else None
+
+    def _agrees(self, bound, elements, n) -> bool:
+        """Position reading and bindings reading give the same lines, or the
+        same refusal. Where the bindings reading breaks on a value it cannot
+        use (a direction that is not CRDT/DBIT, a date that is no date), a
+        refusal that names it is the better answer, and is kept."""
+        try:
+            ours, our_error = self.lines(elements, n), None
+        except StatementError as error:
+            ours, our_error = None, error.detail
+        try:
+            theirs, their_error = _entry_lines(bound, n), None
+        except StatementError as error:
+            theirs, their_error = None, error.detail
+        except (KeyError, TypeError, AttributeError, ValueError):
+            return our_error is not None
+        if theirs is not None and not all(isinstance(line.booked_on, dt.date) for line in theirs):
+            return our_error is not None
+        return ours == theirs and our_error == their_error
+
+    def lines(self, elements: list, n: int) -> list[Line]:
+        text = elements[self.direction].text
+        direction = self.directions.get(text) or self._direction(text, n)
+        booked_on = self._booked_on(elements, n)
+        entry_ref = (elements[self.bank_reference].text or "") if self.bank_reference is not None else ""
+        transactions = self.transactions
+        if not transactions:
+            if self.additional_is_list:
+                remittance = " ".join(elements[i].text or "" for i in self.additional)
+            else:
+                remittance = (elements[self.additional[0]].text or "") if self.additional else ""
+            return [_line(direction, self._rupiah(elements[self.amount], n, None), booked_on, entry_ref, "", "",
+                          remittance)]
+        lines = []
+        for t, tx in enumerate(transactions, start=1):
+            amount = tx.amount
+            if amount is None:
+                if len(transactions) > 1:
+                    raise StatementError(f"Ntry[{n}].TxDtls[{t}]: a batch entry's transactions need their own Amt")
+                amount = self.amount
+            bank_reference = elements[tx.bank_reference].text if tx.bank_reference is not None else None
+            end_to_end_id = elements[tx.end_to_end_id].text if tx.end_to_end_id is not None else None
+            remittance = ""
+            if tx.remittance is not None:
+                parts = [elements[i].text or "" for i in tx.unstructured]
+                parts += [elements[i].text for i in tx.creditor_refs if elements[i].text]
+                remittance = " ".join(parts)
+            lines.append(_line(direction, self._rupiah(elements[amount], n, t), booked_on,
+                               bank_reference or entry_ref, end_to_end_id or "", "", remittance))
+        return lines
+
+    def _direction(self, text: str | None, n: int) -> str:
+        """CdtDbtInd as xsdata converts it (surrounding blanks allowed)."""
+        direction = _DIRECTIONS.get(_code(_xml_value(text or "", self.bindings.CreditDebitCode)))
+        if direction is None:
+            raise StatementError(f"Ntry[{n}].CdtDbtInd: {text!r} is not CRDT or DBIT",
+                                 [{"field": f"Ntry[{n}].CdtDbtInd", "problem": "expected CRDT or DBIT"}])
+        self.directions[text] = direction
+        return direction
+
+    def _booked_on(self, elements: list, n: int) -> dt.date:
+        """BookgDt/Dt, else BookgDt/DtTm (its day in Asia/Pontianak)."""
+        if self.booking is None:
+            raise StatementError(f"Ntry[{n}]: BookgDt is missing", [{"field": f"Ntry[{n}].BookgDt", "problem": "required"}])
+        for position, name in ((self.booking_date, "Dt"), (self.booking_time, "DtTm")):
+            text = elements[position].text if position is not None else None
+            if text is None:
+                continue  # absent, or empty: xsdata reads both as no value
+            day = self.days.get((name, text))
+            if day is None:
+                from xsdata.models.datatype import XmlDate, XmlDateTime
+
+                value = _xml_value(text, XmlDate if name == "Dt" else XmlDateTime)
+                if value is None:
+                    raise StatementError(f"Ntry[{n}].BookgDt.{name}: {text!r} is not an ISO date",
+                                         [{"field": f"Ntry[{n}].BookgDt.{name}", "problem": "not a date"}])
+                day = self.days[(name, text)] = _as_date(value)
+            return day
+        raise StatementError(f"Ntry[{n}].BookgDt: neither Dt nor DtTm is given",
+                             [{"field": f"Ntry[{n}].BookgDt", "problem": "Dt or DtTm required"}])
+
+    @staticmethod
+    def _rupiah(element: ET.Element, n: int, t: int | None) -> int:
+        currency = element.get("Ccy")
+        text = element.text
+        if currency == "IDR" and text is not None:
+            whole = _WHOLE_AMOUNT.fullmatch(text)
+            if whole is not None:
+                return int(whole.group(1))  # "150000.00": the common case, without Decimal
+        where = f"Ntry[{n}].Amt" if t is None else f"Ntry[{n}].TxDtls[{t}].Amt"
+        if currency != "IDR":
+            raise StatementError(f"{where}: currency {currency}; Kanal settles in IDR only",
+                                 [{"field": where, "problem": "currency must be IDR"}])
+        if text is None:
+            return whole_rupiah(None, where)  # xsdata reads an empty amount as None
+        # As xsdata converts it: a Decimal, or the text itself when it is no number.
+        value = _xml_value(text, Decimal)
+        return whole_rupiah(text if value is None else value, where)
 
 
 # --------------------------------------------------------------- writing ----
