@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import hmac
+import re
 
 from aiohttp import web
 
@@ -28,6 +29,11 @@ routes = web.RouteTableDef()
 
 PAGE_SIZE_MAX = 500
 PAGE_SIZE_DEFAULT = 100
+BEFORE_ID_MAX = 2**62
+DELIVERY_ID_MAX = 2**63 - 1  # bigint
+# Endpoint ids are "ep_" and a UUID's hex (the table's default); anything
+# that could not be one (NUL, non-ASCII) is unknown without asking PostgreSQL.
+ENDPOINT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def setup(app: web.Application) -> None:
@@ -69,15 +75,22 @@ def _require_admin(request: web.Request) -> None:
 
 async def _endpoint_for(request: web.Request, endpoint_id: str):
     """The endpoint if the caller may see it: the admin, or its employer.
-    Another employer's endpoint is 404, as if it did not exist."""
-    pool = request.app[pool_key]
-    row = await service.endpoint_or_404(pool, endpoint_id)
-    if _is_admin(request):
-        return row
-    employer = await authenticated_employer(request)
-    if row["owner_kind"] != "employer" or row["owner_id"] != employer["npp"]:
+    The caller is authenticated first (401), so nothing about an endpoint is
+    revealed without credentials; another employer's endpoint is 404, as if
+    it did not exist."""
+    employer = None if _is_admin(request) else await authenticated_employer(request)
+    if not ENDPOINT_ID.fullmatch(endpoint_id):
+        raise NotFound(f"no callback endpoint {endpoint_id!r}", [{"field": "endpoint_id", "problem": "not an endpoint id"}])
+    row = await service.endpoint_or_404(request.app[pool_key], endpoint_id)
+    if employer is not None and (row["owner_kind"] != "employer" or row["owner_id"] != employer["npp"]):
         raise NotFound(f"no callback endpoint {endpoint_id}", [{"field": "endpoint_id", "problem": "unknown"}])
     return row
+
+
+async def _authenticated(request: web.Request) -> None:
+    """401 unless the caller is the admin or holds a valid employer key."""
+    if not _is_admin(request):
+        await authenticated_employer(request)
 
 
 def _settings(request: web.Request) -> CallbackSettings:
@@ -92,7 +105,8 @@ def _int_query(request: web.Request, name: str, default: int | None, minimum: in
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not minimum <= int(text) <= maximum:
+    # isdigit() alone admits "²", which int() refuses: ASCII digits only.
+    if not (text.isascii() and text.isdigit()) or not minimum <= int(text) <= maximum:
         raise Invalid.field(name, f"must be a whole number from {minimum} to {maximum}, got {text!r}")
     return int(text)
 
@@ -177,7 +191,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     if status not in (None, "pending", "delivered", "failed", "gone", "dropped"):
         raise Invalid.field("status", "must be pending, delivered, failed, gone or dropped")
     limit = _int_query(request, "limit", PAGE_SIZE_DEFAULT, 1, PAGE_SIZE_MAX)
-    before_id = _int_query(request, "before_id", None, 1, 2**62)
+    before_id = _int_query(request, "before_id", None, 1, BEFORE_ID_MAX)
     rows = await store.deliveries(request.app[pool_key], row["id"], status=status, limit=limit, before_id=before_id)
     items = [store.delivery_view(r) for r in rows]
     next_url = None
@@ -206,13 +220,14 @@ async def put_endpoint_faults(request: web.Request) -> web.Response:
 
 def _delivery_id(request: web.Request) -> int:
     text = request.match_info["delivery_id"]
-    if not text.isdigit() or int(text) >= 2**63:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= DELIVERY_ID_MAX:
         raise NotFound(f"no delivery {text}", [{"field": "delivery_id", "problem": "not a delivery id"}])
     return int(text)
 
 
 @routes.get("/api/v1/callbacks/deliveries/{delivery_id}")
 async def get_delivery(request: web.Request) -> web.Response:
+    await _authenticated(request)
     row, view = await service.delivery_with_attempts(request.app[pool_key], _delivery_id(request))
     await _endpoint_for(request, row["endpoint_id"])
     return json_ok(view)
@@ -220,6 +235,7 @@ async def get_delivery(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/callbacks/deliveries/{delivery_id}/replay")
 async def replay_delivery(request: web.Request) -> web.Response:
+    await _authenticated(request)
     delivery_id = _delivery_id(request)
     row = await store.delivery(request.app[pool_key], delivery_id)
     if row is None:
@@ -271,7 +287,7 @@ async def conformance_page(request: web.Request) -> web.Response:
     if verdict not in (None, "pass", "fail", "fault", "error"):
         raise Invalid.field("verdict", "must be pass, fail, fault or error")
     limit = _int_query(request, "limit", PAGE_SIZE_DEFAULT, 1, PAGE_SIZE_MAX)
-    before_id = _int_query(request, "before_id", None, 1, 2**62)
+    before_id = _int_query(request, "before_id", None, 1, BEFORE_ID_MAX)
     pool = request.app[pool_key]
     items = await conformance.exchanges(
         pool, partner_id, since=since, until=until, verdict_filter=verdict, limit=limit, before_id=before_id

@@ -6,58 +6,27 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
 from gateway.callbacks import signing, store
 from gateway.callbacks.faults import OutboundFaults
 from gateway.callbacks.settings import CallbackSettings
 from gateway.service.errors import Conflict, Invalid, NotFound
+# The wire models live in schemas/ (they also make /openapi.json); re-exported
+# here under the names the CLI and tests already use.
+from schemas.callbacks import (  # noqa: F401
+    EVENT_TYPES,
+    PARTNER_ID_PATTERN,
+    URL_CHARS_MAX,
+    EndpointChange,
+    EndpointIn,
+    EventType,
+)
 
-EventType = Literal["bill.created", "payment.posted", "payment.reversed", "coverage.changed"]
-EVENT_TYPES: tuple[str, ...] = ("bill.created", "payment.posted", "payment.reversed", "coverage.changed")
-URL_CHARS_MAX = 2048
-PARTNER_ID = re.compile(r"^[A-Za-z0-9_.-]{1,36}$")
-
-
-def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
-        raise ValueError("must be an absolute http:// or https:// URL, e.g. https://example.com/kanal/webhooks")
-    return value
-
-
-def _check_distinct(value: list[str]) -> list[str]:
-    if len(set(value)) != len(value):
-        raise ValueError("each event type once")
-    return sorted(value)
-
-
-class EndpointIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(min_length=8, max_length=URL_CHARS_MAX)
-    event_types: list[EventType] = Field(min_length=1, max_length=4)
-    description: str = Field(default="", max_length=200)
-    # Partner endpoints only: narrow to one employer's events.
-    npp: str | None = Field(default=None, pattern=r"^[A-Z0-9]{8}$")
-
-    _url = field_validator("url")(lambda value: _check_url(value))
-    _types = field_validator("event_types")(lambda value: _check_distinct(value))
-
-
-class EndpointChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = Field(default=None, min_length=8, max_length=URL_CHARS_MAX)
-    event_types: list[EventType] | None = Field(default=None, min_length=1, max_length=4)
-    description: str | None = Field(default=None, max_length=200)
-
-    _url = field_validator("url")(lambda value: value if value is None else _check_url(value))
-    _types = field_validator("event_types")(lambda value: value if value is None else _check_distinct(value))
+PARTNER_ID = re.compile(PARTNER_ID_PATTERN)
 
 
 def parse(model: type[BaseModel], data: Any) -> Any:
@@ -236,15 +205,20 @@ async def partner_faults(pool: asyncpg.Pool, partner_id: str) -> dict[str, Any]:
 
 def parse_since(text: str | None, now: dt.datetime, field: str = "since") -> dt.datetime | None:
     """An ISO 8601 instant (with offset, or UTC assumed) or a duration back from
-    now: 90s, 15m, 24h, 7d."""
+    now: 90s, 15m, 24h, 7d. An instant PostgreSQL cannot be sent (before year
+    1 or after 9999 once in UTC) is refused like a malformed one, never a 500."""
     if text is None or text == "":
         return None
-    match = re.fullmatch(r"(\d{1,6})([smhd])", text.strip())
-    if match:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-        return now - dt.timedelta(**{unit: int(match.group(1))})
+    match = re.fullmatch(r"([0-9]{1,6})([smhd])", text.strip())
     try:
+        if match:
+            unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+            return now - dt.timedelta(**{unit: int(match.group(1))})
         value = dt.datetime.fromisoformat(text.strip())
+        value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        value.astimezone(dt.UTC)  # what the driver does: out of range raises here, not in the query
+        return value
+    except OverflowError:
+        raise Invalid.field(field, f"{text!r} is out of range: a time between years 1 and 9999") from None
     except ValueError:
         raise Invalid.field(field, f"{text!r} is neither an ISO 8601 time (2025-09-24T10:00:00+07:00) nor a duration (90s, 15m, 24h, 7d)") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
