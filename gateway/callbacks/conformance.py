@@ -92,9 +92,21 @@ def describe(rule: str | None) -> str | None:
     return PROTOCOL_RULES.get(rule) or BUSINESS_RULES.get(rule) or GATEWAY_RULES.get(rule) or rule
 
 
+def _quoted(rules) -> str:
+    return ", ".join(f"'{r}'" for r in rules)
+
+
 def _failed_clause() -> str:
-    business = ", ".join(f"'{r}'" for r in (*BUSINESS_RULES, *GATEWAY_RULES))
-    return f"fault is null and rule is not null and rule not in ({business})"
+    return f"fault is null and rule is not null and rule not in ({_quoted((*BUSINESS_RULES, *GATEWAY_RULES))})"
+
+
+# Each verdict as SQL, so that a page of one verdict is filtered before the limit.
+VERDICT_CLAUSES = {
+    "fail": _failed_clause(),
+    "fault": "fault is not null",
+    "pass": f"fault is null and (rule is null or rule in ({_quoted(BUSINESS_RULES)}))",
+    "error": f"fault is null and rule in ({_quoted(GATEWAY_RULES)})",
+}
 
 
 def exchange_view(row: asyncpg.Record) -> dict[str, Any]:
@@ -136,11 +148,7 @@ async def exchanges(
     limit: int,
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    clause = ""
-    if verdict_filter == "fail":
-        clause = "and " + _failed_clause()
-    elif verdict_filter == "fault":
-        clause = "and fault is not null"
+    clause = f"and {VERDICT_CLAUSES[verdict_filter]}" if verdict_filter else ""
     rows = await pool.fetch(
         f"""select {_COLUMNS} from partner_exchanges
              where partner_id = $1 and ($2::timestamptz is null or at >= $2) and ($3::timestamptz is null or at < $3)
@@ -148,10 +156,7 @@ async def exchanges(
              order by id desc limit $4""",
         partner_id, since, until, limit, before_id,
     )
-    views = [exchange_view(r) for r in rows]
-    if verdict_filter in ("pass", "error"):
-        views = [v for v in views if v["verdict"] == verdict_filter]
-    return views
+    return [exchange_view(r) for r in rows]
 
 
 async def summary(pool: asyncpg.Pool, partner_id: str, *, since: dt.datetime | None, until: dt.datetime | None) -> dict[str, Any]:

@@ -144,3 +144,19 @@ async def test_an_unreadable_frame_is_logged_under_the_links_partner(callback_ga
     )
     assert row is not None and row["answered"] and row["response_code"] == "30"
     assert "frame_bytes_max" in row["detail"]
+
+
+async def test_a_verdict_filter_pages_through_every_match(callback_gateway, api, bills):
+    """Pages of one verdict are filtered before the limit: a page is full while
+    more matches exist, and following `next` reaches every one of them."""
+    sent = await _session_with_mistakes(callback_gateway.iso_port, bills)
+    await _exchanges(callback_gateway.pool, PARTNER, sent)
+    seen: list[int] = []
+    path = f"/api/v1/partners/{PARTNER}/conformance?verdict=pass&limit=1"
+    while path:
+        page = await api("GET", path, expect=200)
+        assert all(x["verdict"] == "pass" for x in page["exchanges"])
+        seen += [x["id"] for x in page["exchanges"]]
+        path = page["next"] and page["next"].replace(callback_gateway.url, "")
+        assert len(seen) <= sent
+    assert len(seen) == 4, "logon, unknown bill, inquiry and payment"
