@@ -14,15 +14,15 @@ values (docs/callbacks.md).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
 from bank_adapters import faults
 from bank_adapters.base import AdapterContext
+from bank_adapters.exchanges import ExchangeLog, ExchangeRow
 
 from .handler import FaultSettings, Handler, Limits, acquirer_code
 from .profile import Profile, load_profile, parse_bool
@@ -83,7 +83,8 @@ class Iso8583Adapter:
         observe = context.extras.get("observe_response")
         if observe is not None:
             self.server.observe_response = observe
-        self.server.record_exchange = lambda exchange: record_exchange(pool, exchange)
+        exchange_log = ExchangeLog(pool)
+        self.server.record_exchange = lambda exchange: exchange_log.record(exchange_row(exchange))
         await self.server.start()
 
     async def stop(self) -> None:
@@ -116,26 +117,27 @@ def parse_partner_ids(text: str) -> Mapping[str, str]:
     return mapping
 
 
-async def record_exchange(pool: asyncpg.Pool, exchange: Exchange) -> None:
+def exchange_row(exchange: Exchange) -> ExchangeRow:
+    """The conformance log's row for one message and its answer (or none)."""
     note, request, response = exchange.note, exchange.request, exchange.response
     stan_rrn = "/".join(x for x in (request.get("11", ""), request.get("37", "")) if x) or None
-    await pool.execute(
-        """insert into partner_exchanges (channel, partner_id, service_code, path, external_id, request_headers,
-               request_body, answered, response_code, response_body, rule, detail, fault, duration_ms)
-           values ('iso8583', $1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9::text::jsonb, $10, $11, $12, $13)""",
-        note.partner_id,
-        note.kind,
-        request.get("t") or "????",
-        stan_rrn,
-        json.dumps({"link": exchange.link_id}),
-        json.dumps(request, ensure_ascii=False),
-        response is not None,
-        (response or {}).get("39", ""),
-        json.dumps(response or {}, ensure_ascii=False),
-        note.rule,
-        note.detail,
-        note.fault,
-        exchange.duration_ms,
+    return ExchangeRow(
+        channel="iso8583",
+        partner_id=note.partner_id,
+        service_code=note.kind,
+        path=request.get("t") or "????",
+        external_id=stan_rrn,
+        request_headers={"link": exchange.link_id},
+        request_body=json.dumps(request, ensure_ascii=False),
+        answered=response is not None,
+        http_status=None,
+        response_code=(response or {}).get("39", ""),
+        response_body=response or {},
+        rule=note.rule,
+        detail=note.detail,
+        fault=note.fault,
+        duration_ms=exchange.duration_ms,
+        at=dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=exchange.duration_ms),
     )
 
 

@@ -32,6 +32,7 @@ from bank_adapters.base import (
     PayResult,
     StatusOutcome,
 )
+from bank_adapters.exchanges import ExchangeLog
 from bank_adapters.snap import faults, partners, protocol, store
 from bank_adapters.snap.protocol import Case
 from bank_adapters.snap.ratelimit import RateLimiter
@@ -112,6 +113,7 @@ class SnapServer:
         self.payments = context.payments
         self.settings = Settings.from_mapping(context.settings)
         self.limiter = RateLimiter()
+        self.exchange_log = ExchangeLog(self.pool)
         # Told every answered responseCode (metrics); lent by the gateway.
         self._observe_response = context.extras.get("observe_response") or (lambda _adapter, _code: None)
         self._partners: dict[str, tuple[float, store.Partner]] = {}
@@ -176,7 +178,7 @@ class SnapServer:
         exchange.response_body = {} if unanswered else body
         exchange.duration_ms = (time.perf_counter() - started) * 1000
         try:
-            await store.record_exchange(self.pool, exchange)
+            await self.exchange_log.record(store.exchange_row(exchange))
         except Exception:  # the log must not cost the bank its answer
             log.exception("snap.exchange_not_recorded", service=service)
         log.info(

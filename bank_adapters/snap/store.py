@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import asyncpg
 
+from bank_adapters.exchanges import ExchangeRow
 from bank_adapters.snap import protocol
 
 CLIENT_SECRET_BYTES = 32
@@ -218,28 +218,25 @@ class Exchange:
     plan: Any = None  # bank_adapters.snap.faults.Plan
 
 
-REQUEST_BODY_LOGGED_CHARS_MAX = 16_384
-
-
-async def record_exchange(pool: asyncpg.Pool, exchange: Exchange) -> None:
+def exchange_row(exchange: Exchange) -> ExchangeRow:
+    """The conformance log's row for one SNAP exchange (http_status 0: unanswered)."""
     answered = exchange.http_status != 0
-    await pool.execute(
-        """insert into partner_exchanges (channel, partner_id, service_code, path, external_id, request_headers,
-               request_body, answered, http_status, response_code, response_body, rule, duration_ms, fault)
-           values ('snap', $1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10::text::jsonb, $11, $12, $13)""",
-        exchange.partner_id,
-        exchange.service_code,
-        exchange.path,
-        exchange.external_id,
-        json.dumps(exchange.request_headers),
-        exchange.request_body[:REQUEST_BODY_LOGGED_CHARS_MAX],
-        answered,
-        exchange.http_status if answered else None,
-        exchange.response_code,
-        json.dumps(exchange.response_body or {}),
-        exchange.rule,
-        exchange.duration_ms,
-        exchange.fault,
+    return ExchangeRow(
+        channel="snap",
+        partner_id=exchange.partner_id,
+        service_code=exchange.service_code,
+        path=exchange.path,
+        external_id=exchange.external_id,
+        request_headers=exchange.request_headers,
+        request_body=exchange.request_body,
+        answered=answered,
+        http_status=exchange.http_status if answered else None,
+        response_code=exchange.response_code,
+        response_body=exchange.response_body or {},
+        rule=exchange.rule,
+        fault=exchange.fault,
+        duration_ms=exchange.duration_ms,
+        at=dt.datetime.now(dt.UTC) - dt.timedelta(milliseconds=exchange.duration_ms),
     )
 
 

@@ -164,7 +164,7 @@ async def test_partner_profile_faults_through_the_api(callback_gateway, api, ban
     assert await _posted(pool, bill) == 1
 
     kinds = [r["fault"] for r in await pool.fetch(
-        "select fault from partner_exchanges where channel = 'iso8583' and partner_id = $1 and fault is not null order by id",
+        "select fault from partner_exchanges where channel = 'iso8583' and partner_id = $1 and fault is not null order by at",
         PARTNER,
     )]
     assert kinds == [

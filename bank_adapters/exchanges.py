@@ -1,0 +1,136 @@
+"""The exchange log every adapter writes for the conformance report
+(`partner_exchanges`, read by gateway/callbacks/conformance.py).
+
+Rows are written in groups: concurrent `record()` calls share one INSERT of
+many rows, so a busy link costs the database one statement per group rather
+than one per message, and each caller still returns only once its row is
+stored (a test, or a bank's CI asking for its report right after an answer,
+finds the row). The same pattern as the posting batcher, for a table that
+holds no money. Limits, with units: `rows_per_insert_max`, `inserts_in_flight_max`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("kanal.exchanges")
+
+REQUEST_BODY_CHARS_MAX = 16_384
+
+_INSERT = """
+insert into partner_exchanges (channel, partner_id, service_code, path, external_id, request_headers, request_body,
+                               answered, http_status, response_code, response_body, rule, detail, fault, duration_ms, at)
+select channel, partner_id, service_code, path, external_id, request_headers::jsonb, request_body,
+       answered, http_status, response_code, response_body::jsonb, rule, detail, fault, duration_ms, at
+  from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::bool[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::float8[],
+              $16::timestamptz[])
+       as t(channel, partner_id, service_code, path, external_id, request_headers, request_body,
+            answered, http_status, response_code, response_body, rule, detail, fault, duration_ms, at)
+"""
+
+
+@dataclass(slots=True)
+class ExchangeRow:
+    channel: str
+    partner_id: str | None
+    service_code: str
+    path: str
+    external_id: str | None
+    request_headers: dict[str, Any]
+    request_body: str
+    answered: bool
+    http_status: int | None
+    response_code: str
+    response_body: dict[str, Any]
+    rule: str | None = None
+    detail: str | None = None
+    fault: str | None = None
+    duration_ms: float = 0.0
+    # When the request arrived (rows are written after the answer, and in groups).
+    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    def columns(self) -> tuple:
+        return (
+            self.channel,
+            self.partner_id,
+            self.service_code,
+            self.path,
+            self.external_id,
+            json.dumps(self.request_headers, ensure_ascii=False),
+            self.request_body[:REQUEST_BODY_CHARS_MAX],
+            self.answered,
+            self.http_status,
+            self.response_code,
+            json.dumps(self.response_body, ensure_ascii=False),
+            self.rule,
+            self.detail,
+            self.fault,
+            max(self.duration_ms, 0.0),
+            self.at,
+        )
+
+
+@dataclass
+class ExchangeLog:
+    pool: asyncpg.Pool
+    rows_per_insert_max: int = 256
+    inserts_in_flight_max: int = 2
+    _queue: collections.deque = field(default_factory=collections.deque)
+    _runner: asyncio.Task | None = None
+    _slots: asyncio.Semaphore | None = None
+    _in_flight: set = field(default_factory=set)
+
+    async def record(self, row: ExchangeRow) -> None:
+        """Store one row; returns once it is committed (raises if it could not be)."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((row.columns(), future))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name="kanal-exchange-log")
+        await future
+
+    async def _run(self) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.inserts_in_flight_max)
+        while self._queue:
+            await self._slots.acquire()
+            group = [self._queue.popleft() for _ in range(min(len(self._queue), self.rows_per_insert_max))]
+            if not group:
+                self._slots.release()
+                break
+            task = asyncio.create_task(self._insert(group))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        assert self._slots is not None
+        self._slots.release()
+
+    async def _insert(self, group: list[tuple[tuple, asyncio.Future]]) -> None:
+        columns = list(zip(*(values for values, _ in group), strict=True))
+        try:
+            await self.pool.execute(_INSERT, *(list(c) for c in columns))
+        except BaseException as error:  # noqa: BLE001 - every waiter hears the outcome
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else asyncio.CancelledError())
+            if not isinstance(error, Exception):
+                raise
+            return
+        for _, future in group:
+            if not future.done():
+                future.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until every row handed over so far is stored (on stop)."""
+        while (self._runner is not None and not self._runner.done()) or self._in_flight:
+            await asyncio.gather(*([self._runner] if self._runner else []), *self._in_flight, return_exceptions=True)
