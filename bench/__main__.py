@@ -59,6 +59,11 @@ def markdown(results: dict) -> str:
             f"| payments through the service, {p['concurrency']} tasks | {k['per_second']:,} /s (p99 {k['p99_ms']} ms) "
             f"| pgbench TPC-B {p['pgbench_tpcb_tps']:,} tps | {p['ratio_to_pgbench']} |"
         )
+        if p.get("pgbench_postgres_cpu_ms_per_op"):
+            lines.append(
+                f"| PostgreSQL CPU per payment (service) | {k['postgres_cpu_ms_per_op']} ms | per TPC-B transaction "
+                f"{p['pgbench_postgres_cpu_ms_per_op']} ms | {round(k['postgres_cpu_ms_per_op'] / p['pgbench_postgres_cpu_ms_per_op'], 1)}× |"
+            )
     a = results.get("adapters")
     if a:
         s = a["snap"]
@@ -73,11 +78,18 @@ def markdown(results: dict) -> str:
                 f"| SNAP vs pgbench | {s['per_second']:,} /s | pgbench TPC-B {p['pgbench_tpcb_tps']:,} tps | "
                 f"{round(s['per_second'] / p['pgbench_tpcb_tps'], 3)} |"
             )
+        if "process_cpu_ms_per_op" in s:
+            lines.append(
+                f"| gateway CPU per signed SNAP payment | {s['process_cpu_ms_per_op']} ms (PostgreSQL "
+                f"{s.get('postgres_cpu_ms_per_op', '-')} ms) | bare aiohttp {bare['process_cpu_ms_per_op']} ms per request | "
+                f"{round(s['process_cpu_ms_per_op'] / bare['process_cpu_ms_per_op'], 1) if bare['process_cpu_ms_per_op'] else '-'}× |"
+            )
         for key, label in (("iso8583_one_link", "one link"), ("iso8583_eight_links", "eight links")):
             i = a[key]
             lines.append(
-                f"| ISO 8583 payments, {label} | {i['per_second']:,} /s (p99 {i['p99_ms']} ms) | SNAP {s['per_second']:,} /s | "
-                f"{round(i['per_second'] / s['per_second'], 3) if s['per_second'] else '-'} |"
+                f"| ISO 8583 payments, {label} | {i['per_second']:,} /s (p99 {i['p99_ms']} ms"
+                + (f"; gateway CPU {i['process_cpu_ms_per_op']} ms, PostgreSQL {i.get('postgres_cpu_ms_per_op', '-')} ms per payment" if "process_cpu_ms_per_op" in i else "")
+                + f") | SNAP {s['per_second']:,} /s | {round(i['per_second'] / s['per_second'], 3) if s['per_second'] else '-'} |"
             )
     pr = results.get("province")
     if pr:

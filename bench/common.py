@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
+import os
 import re
 import shutil
 import socket
@@ -64,6 +65,61 @@ class Server:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+def postgres_cpu_s(server: Server) -> float:
+    """CPU seconds of the embedded PostgreSQL: the postmaster and every live
+    child (backends, WAL writer, checkpointer). 0 with an external server."""
+    if server.embedded is None:
+        return 0.0
+    try:
+        postmaster = int((server.embedded.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    try:
+        own = Path(f"/proc/{postmaster}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    # utime, stime, and cutime, cstime: the CPU of backends that have exited.
+    total = sum(int(x) for x in own[11:15]) / _TICKS_PER_S
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(stat[1]) == postmaster:
+                total += (int(stat[11]) + int(stat[12])) / _TICKS_PER_S
+    return total
+
+
+class CpuMeter:
+    """CPU milliseconds per operation of a process (and of PostgreSQL): unlike
+    throughput, this hardly moves when other work shares the machine."""
+
+    def __init__(self, pid: int, server: Server | None = None) -> None:
+        self.pid, self.server = pid, server
+        self.process_s = process_cpu_s(pid)
+        self.postgres_s = postgres_cpu_s(server) if server else 0.0
+
+    def per_operation(self, operations: int) -> dict:
+        n = max(operations, 1)
+        out = {"process_cpu_ms_per_op": round((process_cpu_s(self.pid) - self.process_s) * 1000 / n, 3)}
+        if self.server is not None and self.server.embedded is not None:
+            out["postgres_cpu_ms_per_op"] = round((postgres_cpu_s(self.server) - self.postgres_s) * 1000 / n, 3)
+        return out
+
+
 def start_server(database_url: str | None) -> Server:
     folder = Path(tempfile.mkdtemp(prefix="kanal-bench-"))
     if database_url:
@@ -97,6 +153,8 @@ def pgbench_tpcb(server: Server, *, clients: int, seconds: int, scale: int = 10)
         text=True,
     ).stdout
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out) or re.search(r"tps = ([0-9.]+)", out)
+    processed = re.search(r"number of transactions actually processed: (\d+)", out)
+    pgbench_tpcb.transactions = int(processed.group(1)) if processed else 0  # type: ignore[attr-defined]
     return float(match.group(1))
 
 

@@ -13,7 +13,7 @@ import aiohttp
 from bank_adapters.iso8583.client import Iso8583Client
 from bank_adapters.snap import protocol
 from bank_adapters.snap.client import Credentials, SnapClient
-from bench.common import Server, bpu_bills, closed_loop, free_port, subprocess_server
+from bench.common import CpuMeter, Server, bpu_bills, closed_loop, free_port, subprocess_server
 from gateway.store import database
 
 ADMIN_TOKEN = "adm_bench_token"
@@ -64,7 +64,7 @@ async def run(server: Server, *, payments: int, concurrency: int, iso_payments: 
     http_port, iso_port = free_port(), free_port()
     out: dict = {"concurrency": concurrency}
     kanal = [sys.executable, "-m", "gateway.cli", "serve"]
-    with subprocess_server(kanal, gateway_env(url, http_port, iso_port), "Kanal serving on"):
+    with subprocess_server(kanal, gateway_env(url, http_port, iso_port), "Kanal serving on") as gateway:
         base = f"http://127.0.0.1:{http_port}"
         credentials = await register_bank(base)
         connector = aiohttp.TCPConnector(limit=concurrency)
@@ -77,8 +77,9 @@ async def run(server: Server, *, payments: int, concurrency: int, iso_payments: 
                 response = await bank.pay(code, total)
                 return response.ok
 
+            meter = CpuMeter(gateway.pid, server)
             snap = await closed_loop(snap_bills, concurrency, snap_pay)
-        out["snap"] = snap.summary()
+        out["snap"] = {**snap.summary(), **meter.per_operation(snap.operations)}
 
         async def iso_run(bills, links: int):
             clients = [Iso8583Client("127.0.0.1", iso_port, timeout_ms=30_000) for _ in range(links)]
@@ -92,16 +93,18 @@ async def run(server: Server, *, payments: int, concurrency: int, iso_payments: 
                     return reply.approved
 
                 # Each link carries several messages in flight, as a bank switch does.
-                return await closed_loop(bills, max(links * 4, 8), iso_pay)
+                meter = CpuMeter(gateway.pid, server)
+                result = await closed_loop(bills, max(links * 4, 8), iso_pay)
+                return {**result.summary(), **meter.per_operation(result.operations)}
             finally:
                 for client in clients:
                     await client.close()
 
-        out["iso8583_one_link"] = (await iso_run(iso_one, 1)).summary()
-        out["iso8583_eight_links"] = (await iso_run(iso_eight, 8)).summary()
+        out["iso8583_one_link"] = await iso_run(iso_one, 1)
+        out["iso8583_eight_links"] = await iso_run(iso_eight, 8)
 
     bare_port = free_port()
-    with subprocess_server([sys.executable, "-m", "bench.bare_server", str(bare_port)], dict(os.environ), "bare server ready"):
+    with subprocess_server([sys.executable, "-m", "bench.bare_server", str(bare_port)], dict(os.environ), "bare server ready") as bare_server:
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
             target = f"http://127.0.0.1:{bare_port}/snap/v1.0/transfer-va/payment"
@@ -112,6 +115,7 @@ async def run(server: Server, *, payments: int, concurrency: int, iso_payments: 
                     await r.read()
                     return r.status == 200
 
+            meter = CpuMeter(bare_server.pid)
             bare_result = await closed_loop(list(range(payments * 2)), concurrency, bare)
-    out["bare_aiohttp"] = bare_result.summary()
+        out["bare_aiohttp"] = {**bare_result.summary(), **meter.per_operation(bare_result.operations)}
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 
 from bank_adapters.base import PayCommand, PayOutcome
-from bench.common import Server, bpu_bills, closed_loop, pgbench_tpcb
+from bench.common import Server, bpu_bills, closed_loop, pgbench_tpcb, postgres_cpu_s
 from gateway.service.payments import PaymentsService
 from gateway.store import database
 
@@ -25,16 +25,22 @@ async def run(server: Server, *, payments: int, concurrency: int, pgbench_second
             result = await service.pay(PayCommand(code, total, "bench:BANK", f"k{next(keys)}", "REF"))
             return result.outcome == PayOutcome.POSTED
 
+        cpu_before = postgres_cpu_s(server)
         result = await closed_loop(bills, concurrency, pay)
+        kanal_pg_ms = (postgres_cpu_s(server) - cpu_before) * 1000 / max(result.operations, 1)
         posted = await pool.fetchval("select count(*) from payments where status = 'posted'")
     finally:
         await pool.close()
+    cpu_before = postgres_cpu_s(server)
     tps = pgbench_tpcb(server, clients=concurrency, seconds=pgbench_seconds)
-    summary = result.summary()
+    pgbench_pg_ms = (postgres_cpu_s(server) - cpu_before) * 1000 / max(pgbench_tpcb.transactions, 1)
+    summary = {**result.summary(), "postgres_cpu_ms_per_op": round(kanal_pg_ms, 3)}
     return {
         "concurrency": concurrency,
         "kanal": summary,
         "posted_in_database": posted,
         "pgbench_tpcb_tps": round(tps, 1),
+        # PostgreSQL CPU per TPC-B transaction (pgbench's own client CPU not counted).
+        "pgbench_postgres_cpu_ms_per_op": round(pgbench_pg_ms, 3) if server.embedded is not None else None,
         "ratio_to_pgbench": round(result.per_second / tps, 3),
     }
