@@ -281,7 +281,7 @@ class SnapServer:
                 "Unknown channel",
                 {"reason": f"CHANNEL-ID {channel_id!r} is not the registered {partner.channel_id!r}"},
             )
-        owner = await store.token_owner(self.pool, token)
+        owner, faults_text = await store.token_owner_and_faults(self.pool, token, partner.partner_id)
         if owner is None:
             raise Refusal(protocol.INVALID_TOKEN, "token-unknown", "", {"reason": "no such access token; get one from service 73"})
         if owner.expired:
@@ -305,7 +305,10 @@ class SnapServer:
             raise Refusal(protocol.UNAUTHORIZED, "signature", "Signature", extra)
         fingerprint = f"{request.path}:{protocol.body_sha256_hex(body_text)}"
         day = protocol.wib_day(timestamp)
-        if not await store.claim_external_id(self.pool, partner.partner_id, day, external_id, fingerprint):
+        va = _raw_virtual_account(body_text) if exchange.service_code == protocol.SERVICE_PAYMENT else None
+        claimed, inquiry_id = await store.claim_external_id(self.pool, partner.partner_id, day, external_id, fingerprint, va)
+        exchange.last_inquiry = (va, inquiry_id) if va is not None else None
+        if not claimed:
             raise Refusal(
                 protocol.CONFLICT,
                 "external-id",
@@ -313,7 +316,7 @@ class SnapServer:
                 {"reason": f"X-EXTERNAL-ID {external_id} was used on {day.isoformat()} (WIB) for another request"},
             )
         exchange.signing = (partner.client_secret, partner.signature_encoding, token)
-        profile = await faults.load_profile(self.pool, partner.partner_id)
+        profile = faults.InboundFaults.model_validate_json(faults_text) if faults_text else None
         exchange.plan = faults.plan(
             profile,
             body_text,
@@ -416,7 +419,10 @@ class SnapServer:
             raise Refusal(
                 protocol.INVALID_AMOUNT, "total-amount", "", {"reason": "totalAmount differs from paidAmount; bills are paid in full"}
             )
-        inquiry_id = await store.last_inquiry(self.pool, partner.partner_id, body.virtualAccountNo)
+        if exchange.last_inquiry is not None and exchange.last_inquiry[0] == body.virtualAccountNo:
+            inquiry_id = exchange.last_inquiry[1]  # read with the external id claim
+        else:
+            inquiry_id = await store.last_inquiry(self.pool, partner.partner_id, body.virtualAccountNo)
         if inquiry_id is not None and inquiry_id != body.paymentRequestId:
             raise Refusal(
                 protocol.INCONSISTENT_REQUEST,
@@ -549,6 +555,18 @@ def response_signature(
     if wrong:  # the fault: a signature over something else, of the right shape
         string_to_sign += ":tampered"
     return protocol.sign_transaction(client_secret, string_to_sign, encoding)
+
+
+def _raw_virtual_account(body_text: str) -> str | None:
+    """virtualAccountNo as sent, before validation: only to read the VA's last
+    inquiry in the same round trip as the external id claim. The validated
+    value is compared with it before the prefetched answer is used."""
+    try:
+        body = json.loads(body_text)
+    except ValueError:
+        return None
+    value = body.get("virtualAccountNo") if isinstance(body, dict) else None
+    return value if isinstance(value, str) and len(value) <= 64 else None
 
 
 async def _read_body(request: web.Request, body_bytes_max: int) -> str:

@@ -148,35 +148,55 @@ async def token_owner(pool: asyncpg.Pool, token: str) -> TokenOwner | None:
     return None if row is None else TokenOwner(row["partner_id"], row["expired"])
 
 
-async def claim_external_id(pool: asyncpg.Pool, partner_id: str, day: dt.date, external_id: str, fingerprint: str) -> bool:
-    """Record an X-EXTERNAL-ID; False when the partner already used it that day
-    for a different request (same path and body hash is a retry, not a reuse)."""
+async def token_owner_and_faults(pool: asyncpg.Pool, token: str, partner_id: str) -> tuple[TokenOwner | None, str | None]:
+    """The token's owner and the partner's inbound fault profile (JSON text,
+    None when there is none), in one round trip: every transaction needs both."""
     row = await pool.fetchrow(
-        """with claimed as (
+        """select t.partner_id, t.expires_at <= now() as expired,
+                  (select profile::text from partner_inbound_faults where partner_id = $2) as faults
+             from (select 1) one left join snap_tokens t on t.token_sha256 = $1""",
+        token_digest(token),
+        partner_id,
+    )
+    owner = None if row["partner_id"] is None else TokenOwner(row["partner_id"], row["expired"])
+    return owner, row["faults"]
+
+
+_CLAIM = """with claimed as (
                insert into snap_external_ids (partner_id, day, external_id, fingerprint)
                values ($1, $2, $3, $4)
                on conflict do nothing
-               returning fingerprint)
-           select fingerprint from claimed
-           union all
-           select fingerprint from snap_external_ids
-            where partner_id = $1 and day = $2 and external_id = $3
-           limit 1""",
-        partner_id,
-        day,
-        external_id,
-        fingerprint,
-    )
-    if row is None:
+               returning fingerprint),
+           found as (
+               select fingerprint from claimed
+               union all
+               select fingerprint from snap_external_ids
+                where partner_id = $1 and day = $2 and external_id = $3
+               limit 1)
+           select (select fingerprint from found) as fingerprint,
+                  (select inquiry_request_id from snap_inquiries
+                    where partner_id = $1 and virtual_account_no = $5) as inquiry_request_id"""
+
+
+async def claim_external_id(
+    pool: asyncpg.Pool, partner_id: str, day: dt.date, external_id: str, fingerprint: str, virtual_account_no: str | None = None
+) -> tuple[bool, str | None]:
+    """Record an X-EXTERNAL-ID; False when the partner already used it that day
+    for a different request (same path and body hash is a retry, not a reuse).
+    Also reads, in the same round trip, the last inquiry id on
+    `virtual_account_no` (a payment needs it next)."""
+    row = await pool.fetchrow(_CLAIM, partner_id, day, external_id, fingerprint, virtual_account_no)
+    fingerprint_found = row["fingerprint"]
+    if fingerprint_found is None:
         # A concurrent claim of the same id committed while ours waited on it:
         # this statement's snapshot predates it, a new statement sees it.
-        row = await pool.fetchrow(
+        fingerprint_found = await pool.fetchval(
             "select fingerprint from snap_external_ids where partner_id = $1 and day = $2 and external_id = $3",
             partner_id,
             day,
             external_id,
         )
-    return row is not None and row["fingerprint"] == fingerprint
+    return fingerprint_found == fingerprint, row["inquiry_request_id"]
 
 
 async def remember_inquiry(pool: asyncpg.Pool, partner_id: str, virtual_account_no: str, inquiry_request_id: str) -> None:
@@ -216,6 +236,8 @@ class Exchange:
     # Set once the partner is authenticated: what the response is signed with.
     signing: tuple[str, str, str] | None = None  # (client secret, encoding, access token); never logged
     plan: Any = None  # bank_adapters.snap.faults.Plan
+    # (virtualAccountNo as sent, its last inquiry id) read with the external id claim.
+    last_inquiry: tuple[str, str | None] | None = None
 
 
 def exchange_row(exchange: Exchange) -> ExchangeRow:
