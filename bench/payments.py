@@ -17,6 +17,7 @@ async def run(server: Server, *, payments: int, concurrency: int, pgbench_second
     pool = await database.create_pool(url, size_min=concurrency, size_max=concurrency)
     try:
         bills = await bpu_bills(pool, payments)
+        await pool.execute("vacuum analyze")  # as pgbench -i does before its run
         service = PaymentsService(pool)
         keys = itertools.count()
 
