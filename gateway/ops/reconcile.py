@@ -33,7 +33,7 @@ import asyncpg
 import structlog
 
 from gateway.domain.periods import WIB
-from gateway.ops.statements import Statement, StatementError, parse
+from gateway.ops.statements import Statement, StatementError, collector_paused, parse
 
 log = structlog.get_logger("kanal.reconcile")
 
@@ -167,16 +167,13 @@ async def import_statement(
         if existing is not None:
             return existing, False
         payments = await expected_payments(conn, statement.from_date, statement.to_date, channel_prefix)
-        items = match(statement, payments)
-        counts = dict.fromkeys(KINDS, 0)
-        for item in items:
-            counts[item.kind] += 1
-        credit_rupiah = debit_rupiah = 0
-        for line in statement.lines:
-            if line.direction == "credit":
-                credit_rupiah += line.amount_rupiah
-            else:
-                debit_rupiah += line.amount_rupiah
+        with collector_paused():
+            items = match(statement, payments)
+            counts = dict.fromkeys(KINDS, 0)
+            for item in items:
+                counts[item.kind] += 1
+            credit_rupiah = sum(line.amount_rupiah for line in statement.lines if line.direction == "credit")
+            debit_rupiah = sum(line.amount_rupiah for line in statement.lines if line.direction == "debit")
         statement_id = await conn.fetchval(
             """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
                                            channel_prefix, entries, matched, bank_only, ledger_only, amount_mismatch,
@@ -192,23 +189,24 @@ async def import_statement(
             existing = await _existing(conn, statement)
             assert existing is not None
             return existing, False
-        await conn.copy_records_to_table(
-            "ops_statement_entries",
-            records=[
+        with collector_paused():
+            entry_records = [
                 (statement_id, n, line.direction, line.amount_rupiah, line.booked_on, line.bank_reference,
                  line.end_to_end_id, line.payment_code, line.remittance)
                 for n, line in enumerate(statement.lines, start=1)
-            ],
+            ]
+            item_records = [
+                (statement_id, n, i.kind, i.matched_on, i.direction, i.line_no, i.payment_id, i.npp,
+                 i.bank_amount_rupiah, i.ledger_amount_rupiah)
+                for n, i in enumerate(items, start=1)
+            ]
+        await conn.copy_records_to_table(
+            "ops_statement_entries", records=entry_records,
             columns=["statement_id", "line_no", "direction", "amount_rupiah", "booked_on", "bank_reference",
                      "end_to_end_id", "payment_code", "remittance"],
         )
         await conn.copy_records_to_table(
-            "ops_reconciliation_items",
-            records=[
-                (statement_id, n, i.kind, i.matched_on, i.direction, i.line_no, i.payment_id, i.npp,
-                 i.bank_amount_rupiah, i.ledger_amount_rupiah)
-                for n, i in enumerate(items, start=1)
-            ],
+            "ops_reconciliation_items", records=item_records,
             columns=["statement_id", "item_no", "kind", "matched_on", "direction", "line_no", "payment_id", "npp",
                      "bank_amount_rupiah", "ledger_amount_rupiah"],
         )
