@@ -12,16 +12,14 @@ holds no money. Limits, with units: `rows_per_insert_max`, `inserts_in_flight_ma
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import structlog
 
-log = structlog.get_logger("kanal.exchanges")
+from bank_adapters.grouping import MicroBatcher, settle
 
 REQUEST_BODY_CHARS_MAX = 16_384
 
@@ -79,58 +77,26 @@ class ExchangeRow:
         )
 
 
-@dataclass
-class ExchangeLog:
-    pool: asyncpg.Pool
-    rows_per_insert_max: int = 256
-    inserts_in_flight_max: int = 2
-    _queue: collections.deque = field(default_factory=collections.deque)
-    _runner: asyncio.Task | None = None
-    _slots: asyncio.Semaphore | None = None
-    _in_flight: set = field(default_factory=set)
+class ExchangeLog(MicroBatcher):
+    task_name = "kanal-exchange-log"
+
+    def __init__(self, pool: asyncpg.Pool, *, rows_per_insert_max: int = 256, inserts_in_flight_max: int = 2) -> None:
+        super().__init__(group_size_max=rows_per_insert_max, group_wait_ms=0, groups_in_flight_max=inserts_in_flight_max)
+        self.pool = pool
 
     async def record(self, row: ExchangeRow) -> None:
         """Store one row; returns once it is committed (raises if it could not be)."""
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((row.columns(), future))
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name="kanal-exchange-log")
-        await future
+        await self._submit(row.columns())
 
-    async def _run(self) -> None:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.inserts_in_flight_max)
-        while self._queue:
-            await self._slots.acquire()
-            group = [self._queue.popleft() for _ in range(min(len(self._queue), self.rows_per_insert_max))]
-            if not group:
-                self._slots.release()
-                break
-            task = asyncio.create_task(self._insert(group))
-            self._in_flight.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task) -> None:
-        self._in_flight.discard(task)
-        assert self._slots is not None
-        self._slots.release()
-
-    async def _insert(self, group: list[tuple[tuple, asyncio.Future]]) -> None:
+    async def _execute(self, group: list[tuple]) -> None:
         columns = list(zip(*(values for values, _ in group), strict=True))
         try:
             await self.pool.execute(_INSERT, *(list(c) for c in columns))
-        except BaseException as error:  # noqa: BLE001 - every waiter hears the outcome
+        except BaseException as error:  # every waiter hears the outcome
             for _, future in group:
-                if not future.done():
-                    future.set_exception(error if isinstance(error, Exception) else asyncio.CancelledError())
+                settle(future, error=error if isinstance(error, Exception) else asyncio.CancelledError())
             if not isinstance(error, Exception):
                 raise
             return
         for _, future in group:
-            if not future.done():
-                future.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait until every row handed over so far is stored (on stop)."""
-        while (self._runner is not None and not self._runner.done()) or self._in_flight:
-            await asyncio.gather(*([self._runner] if self._runner else []), *self._in_flight, return_exceptions=True)
+            settle(future)

@@ -26,7 +26,6 @@ delay), `batches_in_flight_max` batches writing at once per process.
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from collections.abc import Callable
 import asyncpg
 
 from bank_adapters.base import PayCommand
+from bank_adapters.grouping import MicroBatcher, settle
 
 _BATCH_SQL = """
 select t.n, r.*
@@ -49,7 +49,9 @@ _ONE_SQL = "select * from kanal_pay($1, $2, $3, $4, $5, $6)"
 Item = tuple[PayCommand, dt.datetime, asyncio.Future]
 
 
-class PostingBatcher:
+class PostingBatcher(MicroBatcher):
+    task_name = "kanal-posting-batcher"
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -59,52 +61,19 @@ class PostingBatcher:
         batches_in_flight_max: int = 2,
         on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
-        assert batch_size_max >= 1 and batches_in_flight_max >= 1 and batch_wait_ms >= 0
+        super().__init__(
+            group_size_max=batch_size_max, group_wait_ms=batch_wait_ms, groups_in_flight_max=batches_in_flight_max
+        )
         self.pool = pool
         self.batch_size_max = batch_size_max
         self.batch_wait_ms = batch_wait_ms
         self.batches_in_flight_max = batches_in_flight_max
         self.on_batch = on_batch
-        self._queue: collections.deque[Item] = collections.deque()
-        self._runner: asyncio.Task | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._in_flight: set[asyncio.Task] = set()
         self.batches = 0
         self.items = 0
 
     async def submit(self, command: PayCommand, now: dt.datetime) -> asyncpg.Record:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append((command, now, future))
-        # The runner exits when the queue is empty, so an idle batcher holds
-        # no task; the next submit starts a new one.
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name="kanal-posting-batcher")
-        return await future
-
-    async def drain(self) -> None:
-        """Wait for every submitted item to be answered."""
-        while self._runner is not None and not self._runner.done() or self._in_flight:
-            await asyncio.gather(*([self._runner] if self._runner else []), *self._in_flight, return_exceptions=True)
-
-    async def _run(self) -> None:
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.batches_in_flight_max)
-        while self._queue:
-            await self._slots.acquire()
-            if self.batch_wait_ms and self._in_flight and len(self._queue) < self.batch_size_max:
-                await asyncio.sleep(self.batch_wait_ms / 1000)
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size_max))]
-            if not batch:
-                self._slots.release()
-                break
-            task = asyncio.create_task(self._execute(batch))
-            self._in_flight.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task) -> None:
-        self._in_flight.discard(task)
-        assert self._slots is not None
-        self._slots.release()
+        return await self._submit(command, now)
 
     async def _execute(self, batch: list[Item]) -> None:
         # A fixed lock order across batches: bills are locked in code order.
@@ -122,21 +91,21 @@ class PostingBatcher:
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             if len(batch) == 1:
-                _settle(batch[0][2], error=error)
+                settle(batch[0][2], error=error)
                 return
             # Nothing of the batch committed: decide each item alone.
             await asyncio.gather(*(self._execute_one(item) for item in batch))
             return
         except BaseException as error:  # cancellation: nobody may wait forever
             for _, _, future in batch:
-                _settle(future, error=error if isinstance(error, Exception) else asyncio.CancelledError())
+                settle(future, error=error if isinstance(error, Exception) else asyncio.CancelledError())
             raise
         self.batches += 1
         self.items += len(batch)
         if self.on_batch is not None:
             self.on_batch(time.perf_counter() - started, len(batch))
         for (_, _, future), row in zip(batch, rows, strict=True):
-            _settle(future, result=row)
+            settle(future, result=row)
 
     async def _execute_one(self, item: Item) -> None:
         command, now, future = item
@@ -146,15 +115,6 @@ class PostingBatcher:
                 command.amount_rupiah, command.bank_reference, now,
             )
         except Exception as error:  # noqa: BLE001 - handed to the caller
-            _settle(future, error=error)
+            settle(future, error=error)
             return
-        _settle(future, result=row)
-
-
-def _settle(future: asyncio.Future, *, result=None, error: BaseException | None = None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+        settle(future, result=row)
