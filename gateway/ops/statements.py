@@ -444,6 +444,9 @@ def _code(value) -> str:
 _TAG = attrgetter("tag")
 _ATTRIB = attrgetter("attrib")
 _GROUPS = {"camt.053": ("BkToCstmrStmt", "Stmt"), "camt.054": ("BkToCstmrDbtCdtNtfctn", "Ntfctn")}
+# Each new shape costs one xsdata binding and a check (~0.5 ms): past this
+# many, reading by position saves nothing, and the file is bound whole.
+_ENTRY_SHAPES_MAX = 256
 _DIRECTIONS = {"CRDT": "credit", "DBIT": "debit"}
 _XML_CONTEXT = None
 
@@ -493,6 +496,8 @@ def _read_camt(root: ET.Element, kind: str, version: str, bindings) -> Statement
         shape = (tuple(map(_TAG, elements)), tuple(map(len, elements)), tuple(map(tuple, map(_ATTRIB, elements))))
         reader = readers.get(shape)
         if reader is None:
+            if len(readers) == _ENTRY_SHAPES_MAX:
+                return None
             reader = _EntryReader.for_shape(entry, elements, n, entry_class, ns, kind, version, bindings)
             if reader is None:
                 return None

@@ -130,6 +130,19 @@ def test_a_later_version_with_amounts_on_the_transaction_reads_the_same():
     assert [(l.amount_rupiah, l.end_to_end_id, l.payment_code) for l in read.lines] == [(250000, "PRQ-8", "12345678901")]
 
 
+def test_a_file_of_ever_new_entry_shapes_is_bound_whole_and_reads_the_same():
+    # Entry k carries k remittance lines: 300 shapes, past what reading by position is worth.
+    entries = "".join(entry("<NtryDtls><TxDtls><RmtInf>" + "<Ustrd>IURAN BPJSTK 12345678901</Ustrd>" * k
+                            + "</RmtInf></TxDtls></NtryDtls>") for k in range(1, 301))
+    raw = document(entries)
+    root = _xml_root(raw)
+    assert _read_camt(root, *_root_kind(root), _bindings(*_root_kind(root))) is None
+    read = parse(raw)
+    assert dataclasses.replace(read, sha256=b"") == by_bindings(raw)
+    assert len(read.lines) == 300
+    assert read.lines[1].remittance == "IURAN BPJSTK 12345678901 IURAN BPJSTK 12345678901"
+
+
 def big_statement(fmt: str = "camt.053", count: int = 5000) -> bytes:
     lines = [Line("credit", 100_000 + n, DAY, f"BR{n:09d}", f"PRQ-{n}", f"{n:011d}") for n in range(1, count + 1)]
     return render(Statement("csv", "STMT-BIG", "KALBAR-01", DAY, DAY, lines), fmt)
