@@ -106,6 +106,13 @@ def markdown(results: dict) -> str:
                 f"| settlement import, {st['rows']:,} lines, {fmt} | {st[fmt]['rows_per_second']:,} rows/s | raw COPY "
                 f"{st['copy_rows_per_second']:,} rows/s | {st['ratio_to_copy'][fmt]} |"
             )
+            if "cpu_ratio_to_copy" in st:
+                c, cc = st[fmt], st["copy_cpu"]
+                lines.append(
+                    f"| CPU per 1,000 lines, {fmt} import | Python {c.get('process_cpu_ms_per_1000_rows', '-')} ms, PostgreSQL "
+                    f"{c.get('postgres_cpu_ms_per_1000_rows', '-')} ms | raw COPY: Python {cc.get('process_cpu_ms_per_1000_rows', '-')} ms, "
+                    f"PostgreSQL {cc.get('postgres_cpu_ms_per_1000_rows', '-')} ms | {st['cpu_ratio_to_copy'][fmt]} |"
+                )
     return "\n".join(lines) + "\n"
 
 
