@@ -13,7 +13,7 @@ import aiohttp
 from bank_adapters.iso8583.client import Iso8583Client
 from bank_adapters.snap import protocol
 from bank_adapters.snap.client import Credentials, SnapClient
-from bench.common import CpuMeter, Server, bpu_bills, closed_loop, free_port, subprocess_server
+from bench.common import settle_after_setup, CpuMeter, Server, bpu_bills, closed_loop, free_port, subprocess_server
 from gateway.store import database
 
 ADMIN_TOKEN = "adm_bench_token"
@@ -60,7 +60,7 @@ async def run(server: Server, *, payments: int, concurrency: int, iso_payments: 
         iso_one = await bpu_bills(pool, iso_payments, npp="ISO1BNCH")
         iso_eight = await bpu_bills(pool, iso_payments, npp="ISO8BNCH")
         # As pgbench -i does: autovacuum catching up with the load must not run during the measurement.
-        await pool.execute("vacuum analyze")
+        await settle_after_setup(pool)
     finally:
         await pool.close()
     http_port, iso_port = free_port(), free_port()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 
 from bank_adapters.base import PayCommand, PayOutcome
-from bench.common import Server, bpu_bills, closed_loop, pgbench_tpcb, postgres_cpu_s
+from bench.common import settle_after_setup, Server, bpu_bills, closed_loop, pgbench_tpcb, postgres_cpu_s
 from gateway.service.payments import PaymentsService
 from gateway.store import database
 
@@ -17,7 +17,7 @@ async def run(server: Server, *, payments: int, concurrency: int, pgbench_second
     pool = await database.create_pool(url, size_min=concurrency, size_max=concurrency)
     try:
         bills = await bpu_bills(pool, payments)
-        await pool.execute("vacuum analyze")  # as pgbench -i does before its run
+        await settle_after_setup(pool)
         service = PaymentsService(pool)
         keys = itertools.count()
 
