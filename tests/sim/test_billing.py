@@ -3,7 +3,10 @@ issues, employer by employer: same payment codes, totals, lines and late fees.""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+
+import asyncpg
 
 from bank_adapters.registry import load_adapters
 from gateway.domain.periods import WIB, Period
@@ -39,19 +42,22 @@ async def _by_service(pool, period: Period, now: dt.datetime) -> None:
 
 
 async def test_set_based_billing_equals_the_wage_report_use_case_including_late_fees(fresh_database):
-    province = population.plan_province(700, seed=4, baseline_coverage_basis_points=3163)
-    plan_again = population.plan_province(700, seed=4, baseline_coverage_basis_points=3163)
+    """5,000 workers billed employer by employer through the use case, and the
+    same province billed set-based in two, then three chunks side by side:
+    the same bills (payment codes included), lines and events."""
+    province = population.plan_province(5_000, seed=4, baseline_coverage_basis_points=3163)
+    plan_again = population.plan_province(5_000, seed=4, baseline_coverage_basis_points=3163)
     service_pool = await _seeded(await fresh_database(), province)
     set_pool = await _seeded(await fresh_database(), plan_again)
     try:
         first = dt.datetime(2025, 9, 2, 8, tzinfo=WIB)
         await _by_service(service_pool, PERIOD, first)
-        billed = await billing.bill_province(set_pool, PERIOD, first, connections=1)
-        assert billed.bills == await set_pool.fetchval("select count(*) from bills") > 14
+        billed = await billing.bill_province(set_pool, PERIOD, first, connections=2)
+        assert billed.bills == await set_pool.fetchval("select count(*) from bills") > 2_000
         # A month later nothing was paid: every PU bill is past its deadline and carries a late fee.
         later = dt.datetime(2025, 10, 20, 8, tzinfo=WIB)
         await _by_service(service_pool, PERIOD + 1, later)
-        await billing.bill_province(set_pool, PERIOD + 1, later, connections=1)
+        await billing.bill_province(set_pool, PERIOD + 1, later, connections=3)
         for sql in (BILLS_SQL, LINES_SQL, OUTBOX_SQL):
             expected = [tuple(r) for r in await service_pool.fetch(sql)]
             actual = [tuple(r) for r in await set_pool.fetch(sql)]
@@ -63,3 +69,37 @@ async def test_set_based_billing_equals_the_wage_report_use_case_including_late_
     finally:
         await service_pool.close()
         await set_pool.close()
+
+
+async def test_two_runs_of_the_same_month_at_once_bill_each_worker_once(fresh_database):
+    """Two province runs for one month at once (a retried job, two operators):
+    the unique indexes on bills refuse the second bill, whichever chunk loses,
+    and a third run afterwards completes what a refused chunk left."""
+    province = population.plan_province(2_000, seed=5, baseline_coverage_basis_points=0)
+    pool = await _seeded(await fresh_database(), province)
+    try:
+        now = dt.datetime(2025, 9, 2, 8, tzinfo=WIB)
+        runs = await asyncio.gather(
+            billing.bill_province(pool, PERIOD, now, connections=2),
+            billing.bill_province(pool, PERIOD, now, connections=2),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, (billing.Billed, asyncpg.UniqueViolationError)) for r in runs), runs
+        await billing.bill_province(pool, PERIOD, now, connections=1)
+        bills = await pool.fetchrow(
+            """select count(*) filter (where kind = 'PU') as pu, count(*) filter (where kind = 'BPU') as bpu,
+                      count(distinct participant_id) filter (where kind = 'BPU') as bpu_workers
+                 from bills where period = $1""",
+            str(PERIOD),
+        )
+        informal = [e for e in province.employers if e.kind == "informal"]
+        assert bills["pu"] == len(province.employers) - len(informal)
+        assert bills["bpu"] == bills["bpu_workers"] == sum(e.workers for e in informal)
+        lines_per_worker = await pool.fetch(
+            """select distinct count(*) as n from bill_lines l join bills b on b.id = l.bill_id
+                where b.period = $1 group by l.participant_id""",
+            str(PERIOD),
+        )
+        assert {r["n"] for r in lines_per_worker} <= {2, 3, 5}  # one set of lines per worker, never two
+    finally:
+        await pool.close()
