@@ -121,14 +121,15 @@ async def test_one_orphan_among_thousands_of_lines_refuses_the_whole_statement(p
     async with pool.acquire() as conn, conn.transaction():
         bill_id = await _bill(conn, world["npp"], None, [(world["pu"], "JKM", 100, 0, None, None)] * 2000)
     async with pool.acquire() as conn:
-        bill = "case when n = 1500 then 987654 else $1 end" if column == "bill_id" else "$1"
-        participant = "case when n = 1500 then 987654 else $3 end" if column == "participant_id" else "$3"
+        orphan = {column: 987654}  # line 1500 of 3,000 points nowhere
         with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
             await conn.execute(
-                f"""insert into bill_lines (bill_id, line_no, npp, participant_id, program, basis_rupiah, employer_rupiah,
-                                            worker_rupiah, government_rupiah)
-                    select {bill}, 10000 + n, $2, {participant}, 'JKM', 1, 100, 0, 0 from generate_series(1, 3000) n""",
-                bill_id, world["npp"], world["pu"],
+                """insert into bill_lines (bill_id, line_no, npp, participant_id, program, basis_rupiah, employer_rupiah,
+                                           worker_rupiah, government_rupiah)
+                   select case when n = 1500 then coalesce($4::bigint, $1) else $1 end, 10000 + n, $2,
+                          case when n = 1500 then coalesce($5::bigint, $3) else $3 end, 'JKM', 1, 100, 0, 0
+                     from generate_series(1, 3000) n""",
+                bill_id, world["npp"], world["pu"], orphan.get("bill_id"), orphan.get("participant_id"),
             )
         assert refused.value.constraint_name == f"bill_lines_{column}_fkey"
         assert "987654" in refused.value.detail
