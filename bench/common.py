@@ -124,13 +124,13 @@ class CpuMeter:
 # journal_entries, postings, coverage_months, coverage_deltas) are left
 # alone: analyzed while empty, their statistics say "no rows" and cached
 # plans scan them whole as they grow during the run (docs/performance.md).
-SETUP_TABLES = ("employers", "participants", "participant_coverage", "accounts", "bills", "bill_lines", "outbox")
+SETTLE_SETUP_SQL = "vacuum analyze employers, participants, participant_coverage, accounts, bills, bill_lines, outbox"
 
 
 async def settle_after_setup(pool: asyncpg.Pool) -> None:
     """VACUUM ANALYZE what the setup loaded, as pgbench -i does, so that
     autovacuum catching up with the load does not run during the measurement."""
-    await pool.execute(f"vacuum analyze {', '.join(SETUP_TABLES)}")
+    await pool.execute(SETTLE_SETUP_SQL)
 
 
 def start_server(database_url: str | None) -> Server:
