@@ -4,6 +4,7 @@ partner's profile through the API. The ledger is read with SQL."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -163,10 +164,12 @@ async def test_partner_profile_faults_through_the_api(callback_gateway, api, ban
     assert (await bank.advice(lost)).code == "00", "with the faults cleared, the advice is answered"
     assert await _posted(pool, bill) == 1
 
-    kinds = [r["fault"] for r in await pool.fetch(
-        "select fault from partner_exchanges where channel = 'iso8583' and partner_id = $1 and fault is not null order by at",
-        PARTNER,
-    )]
+    # Each message is logged right after its answer goes out: wait for the last one's row.
+    query = "select fault from partner_exchanges where channel = 'iso8583' and partner_id = $1 and fault is not null order by at"
+    deadline = time.monotonic() + 10
+    while len(rows := await pool.fetch(query, PARTNER)) < 5 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    kinds = [r["fault"] for r in rows]
     assert kinds == [
         "profile:server-error",
         "profile:too-many-requests",
