@@ -148,8 +148,8 @@ def pgbench_binary() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("pgbench") or "pgbench")
 
 
-def pgbench_tpcb(server: Server, *, clients: int, seconds: int, scale: int = 10) -> float:
-    """TPC-B (pgbench's default script) transactions per second."""
+def pgbench_tpcb(server: Server, *, clients: int, seconds: int, scale: int = 10) -> tuple[float, int]:
+    """TPC-B (pgbench's default script): transactions per second, and transactions run."""
     url = urlsplit(server.admin_url)
     conn_args = ["-U", url.username or "postgres"]
     if server.socket_dir:
@@ -167,8 +167,7 @@ def pgbench_tpcb(server: Server, *, clients: int, seconds: int, scale: int = 10)
     ).stdout
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out) or re.search(r"tps = ([0-9.]+)", out)
     processed = re.search(r"number of transactions actually processed: (\d+)", out)
-    pgbench_tpcb.transactions = int(processed.group(1)) if processed else 0  # type: ignore[attr-defined]
-    return float(match.group(1))
+    return float(match.group(1)), int(processed.group(1)) if processed else 0
 
 
 def free_port() -> int:

@@ -33,8 +33,8 @@ async def run(server: Server, *, payments: int, concurrency: int, pgbench_second
     finally:
         await pool.close()
     cpu_before = postgres_cpu_s(server)
-    tps = pgbench_tpcb(server, clients=concurrency, seconds=pgbench_seconds)
-    pgbench_pg_ms = (postgres_cpu_s(server) - cpu_before) * 1000 / max(pgbench_tpcb.transactions, 1)
+    tps, transactions = pgbench_tpcb(server, clients=concurrency, seconds=pgbench_seconds)
+    pgbench_pg_ms = (postgres_cpu_s(server) - cpu_before) * 1000 / max(transactions, 1)
     summary = {**result.summary(), "postgres_cpu_ms_per_op": round(kanal_pg_ms, 3)}
     return {
         "concurrency": concurrency,

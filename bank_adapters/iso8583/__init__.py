@@ -18,7 +18,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bank_adapters import faults
 from bank_adapters.base import AdapterContext
@@ -26,7 +26,7 @@ from bank_adapters.exchanges import ExchangeLog, ExchangeRow
 
 from .handler import FaultSettings, Handler, Limits, acquirer_code
 from .profile import Profile, load_profile, parse_bool
-from .server import Exchange, Iso8583Server, ServerLimits, SettingsError
+from .server import Exchange, Iso8583Server, ServerLimits, SettingsError, whole_setting
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiohttp import web
@@ -63,7 +63,7 @@ class Iso8583Adapter:
         fault_settings = FaultSettings(
             profile_of=lambda partner_id: faults.load_profile(pool, partner_id),
             sandbox=parse_bool("sandbox", settings.get("sandbox", context.sandbox)),
-            magic_latency_ms=_whole("magic_latency_ms", settings.get("magic_latency_ms", "3000"), 0, 60_000),
+            magic_latency_ms=whole_setting("magic_latency_ms", settings.get("magic_latency_ms", "3000"), 0, 60_000),
             partner_ids=parse_partner_ids(str(settings.get("partner_ids", ""))),
         )
         handler = Handler(
@@ -91,16 +91,6 @@ class Iso8583Adapter:
         if self.server is not None:
             await self.server.stop()
             self.server = None
-
-
-def _whole(name: str, raw: Any, low: int, high: int) -> int:
-    try:
-        value = int(str(raw).strip())
-    except ValueError:
-        raise SettingsError(f"iso8583 setting {name}={raw!r}: expected a whole number from {low} to {high}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"iso8583 setting {name}={value}: expected {low} to {high}")
-    return value
 
 
 def parse_partner_ids(text: str) -> Mapping[str, str]:

@@ -52,7 +52,6 @@ class Note:
     rule: str | None = None
     detail: str | None = None
     fault: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 NOTE: contextvars.ContextVar[Note] = contextvars.ContextVar("iso8583_note")
@@ -372,9 +371,7 @@ class Handler:
         return f"iso8583:{acquirer}", f"{acquirer}:{original.stan}:{doc['37']}:{original.transmitted}"
 
     def _amount_rupiah(self, doc: Mapping[str, str]) -> int | None:
-        currency = doc.get("49")
-        if currency and currency != self.profile.currency:
-            return None
+        """DE4 in whole rupiah; None when it is zero or has minor units (the currency is checked by _pay)."""
         rupiah, minor = divmod(int(doc["4"]), 10**self.profile.amount_minor_digits)
         if minor or rupiah <= 0:
             return None

@@ -34,6 +34,17 @@ class SettingsError(ValueError):
     pass
 
 
+def whole_setting(name: str, raw: Any, low: int, high: int) -> int:
+    """An adapter setting that must be a whole number in [low, high]; the error names it and the range."""
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise SettingsError(f"iso8583 setting {name}={raw!r}: expected a whole number from {low} to {high}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"iso8583 setting {name}={value}: expected {low} to {high}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     frame_bytes_max: int = 4096
@@ -56,20 +67,7 @@ class ServerLimits:
             "write_timeout_ms": (100, 600_000),
             "drain_timeout_ms": (0, 600_000),
         }
-        values = {}
-        for name, (low, high) in bounds.items():
-            if name not in settings:
-                continue
-            raw = settings[name]
-            try:
-                value = int(str(raw).strip())
-            except ValueError:
-                raise SettingsError(
-                    f"iso8583 setting {name}={raw!r}: expected a whole number from {low} to {high}"
-                ) from None
-            if not low <= value <= high:
-                raise SettingsError(f"iso8583 setting {name}={value}: expected {low} to {high}")
-            values[name] = value
+        values = {name: whole_setting(name, settings[name], low, high) for name, (low, high) in bounds.items() if name in settings}
         return cls(**values)
 
 

@@ -141,13 +141,6 @@ class TokenOwner:
     expired: bool
 
 
-async def token_owner(pool: asyncpg.Pool, token: str) -> TokenOwner | None:
-    row = await pool.fetchrow(
-        "select partner_id, expires_at <= now() as expired from snap_tokens where token_sha256 = $1", token_digest(token)
-    )
-    return None if row is None else TokenOwner(row["partner_id"], row["expired"])
-
-
 async def token_owner_and_faults(pool: asyncpg.Pool, token: str, partner_id: str) -> tuple[TokenOwner | None, str | None]:
     """The token's owner and the partner's inbound fault profile (JSON text,
     None when there is none), in one round trip: every transaction needs both."""

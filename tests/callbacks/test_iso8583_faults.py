@@ -105,9 +105,13 @@ async def test_magic_payment_code_22_and_33_are_never_answered(bank):
 
 
 async def test_a_reversal_never_takes_a_magic_rrn(callback_gateway, bank, bills):
+    """The bank's recovery path: a payment with the lost-response RRN is
+    posted and never answered; its reversal carries the same RRN and is."""
     bill = await bills.create(workers=1)
-    paid = await bank.pay(bill.payment_code, bill.total_rupiah, **{"37": magic_rrn("11")})
-    reversal = await bank.reverse(paid.request)
+    original = bank.financial("0200", "payment", bill.payment_code, bill.total_rupiah, **{"37": magic_rrn("22")})
+    await _unanswered(bank, original)
+    assert await _posted(callback_gateway.pool, bill) == 1
+    reversal = await bank.reverse(original)
     assert (reversal.response["t"], reversal.code) == ("0410", "00")
     assert await _posted(callback_gateway.pool, bill) == 0
 
