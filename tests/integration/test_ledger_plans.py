@@ -1,0 +1,82 @@
+"""A go-live burst after the empty ledger was analyzed: payments must still
+find their rows by index, not by reading the whole table (migration 0013).
+
+The user-visible symptom was CPU: every payment read every earlier payment,
+entry and posting, several times, until autovacuum re-analyzed the grown
+tables. The test reads PostgreSQL's own scan counters, so it does not depend
+on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from bank_adapters.base import PayCommand, PayOutcome
+from gateway.service.payments import PaymentsService
+from gateway.store import database
+
+LEDGER_TABLES = ("payments", "journal_entries", "postings", "reversal_tombstones", "coverage_months")
+# What migration 0013 set, removed again (the control).
+RESET_SQL = """
+    alter function kanal_pay(text, text, text, bigint, text, timestamptz) reset enable_seqscan;
+    alter function kanal_bill_details(bigint) reset enable_seqscan;
+    alter function kanal_check_touched_entries() reset enable_seqscan;
+    alter function kanal_check_new_entry() reset enable_seqscan;
+"""
+
+
+async def _scan_counters(pool: asyncpg.Pool, payer: asyncpg.Connection, inserted: int) -> dict[str, tuple[int, int]]:
+    """(sequential scans, index scans) per ledger table once the paying
+    backend has flushed its statistics (it is told to flush at its next idle
+    moment; we wait until its inserts are counted)."""
+    await payer.execute("select pg_stat_force_next_flush()")
+    for _ in range(300):
+        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = 'payments'") >= inserted:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the paying backend never reported its statistics")
+    rows = await pool.fetch(
+        "select relname, seq_scan, coalesce(idx_scan, 0) as idx_scan from pg_stat_user_tables where relname = any($1)",
+        list(LEDGER_TABLES),
+    )
+    return {r["relname"]: (r["seq_scan"], r["idx_scan"]) for r in rows}
+
+
+async def _burst(database_url: str, pool: asyncpg.Pool, bills: list, clock, first_key: int) -> dict[str, int]:
+    """Pay `bills` concurrently over one connection (so one backend's cached
+    plans serve them all); return the sequential scans they caused per table."""
+    one = await database.create_pool(database_url, size_min=1, size_max=1)
+    try:
+        async with one.acquire() as conn:
+            already = await pool.fetchval("select count(*) from payments")
+            before = await _scan_counters(pool, conn, already)
+        service = PaymentsService(one, clock=clock)
+        results = await asyncio.gather(*(
+            service.pay(PayCommand(b.payment_code, b.total_rupiah, "test:BANK", f"k{first_key + n}", f"R{n}"))
+            for n, b in enumerate(bills)
+        ))
+        await service.close()
+        assert [r.outcome for r in results] == [PayOutcome.POSTED] * len(bills)
+        async with one.acquire() as conn:
+            after = await _scan_counters(pool, conn, already + len(bills))
+    finally:
+        await one.close()
+    assert sum(after[t][1] - before[t][1] for t in LEDGER_TABLES) > 0, "the payments used no index at all"
+    return {t: after[t][0] - before[t][0] for t in LEDGER_TABLES}
+
+
+async def test_payments_after_analyzing_an_empty_ledger_scan_no_ledger_table(database_url, pool, bills, clock):
+    created = [await bills.create(workers=2) for _ in range(16)]
+    await pool.execute("vacuum analyze")  # the ledger is empty: its statistics now say "no rows"
+
+    scans = await _burst(database_url, pool, created[:8], clock, 0)
+    assert scans == dict.fromkeys(LEDGER_TABLES, 0)
+
+    # The same burst with the functions' setting removed scans the ledger:
+    # this is what the test guards against.
+    await pool.execute(RESET_SQL)
+    scans = await _burst(database_url, pool, created[8:], clock, 100)
+    assert scans["payments"] > 0, scans
