@@ -64,6 +64,13 @@ def markdown(results: dict) -> str:
                 f"| PostgreSQL CPU per payment (service) | {k['postgres_cpu_ms_per_op']} ms | per TPC-B transaction "
                 f"{p['pgbench_postgres_cpu_ms_per_op']} ms | {round(k['postgres_cpu_ms_per_op'] / p['pgbench_postgres_cpu_ms_per_op'], 1)}× |"
             )
+        g = p.get("go_live")
+        if g:
+            lines.append(
+                f"| go-live burst: the same payments after analyzing the whole database, empty ledger included | "
+                f"{g['per_second']:,} /s (p99 {g['p99_ms']} ms, PostgreSQL {g['postgres_cpu_ms_per_op']} ms per payment) "
+                f"| ledger never analyzed: {k['per_second']:,} /s | {p['go_live_ratio_to_kanal']} |"
+            )
     a = results.get("adapters")
     if a:
         s = a["snap"]
