@@ -16,7 +16,7 @@ from gateway.domain.money import DomainError
 from gateway.domain.periods import WIB, Period, due_date
 from gateway.domain.regencies import regency_by_code
 from gateway.service.errors import Conflict, Invalid, NotFound
-from gateway.store.ledger import write_events
+from gateway.store.ledger import write_events, write_events_many
 
 API_KEY_PREFIX = "kanal_sk_"
 
@@ -234,7 +234,27 @@ async def submit_wage_report(
     expiry_days_after_due: int,
 ) -> tuple[int | None, list[int]]:
     """Issue the employer's PU bill for the period (with late fees for earlier
-    unpaid bills) and one bill per BPU participant. Returns bill ids."""
+    unpaid bills) and one bill per BPU participant. Returns bill ids.
+
+    Runs in the caller's transaction with sequential scans off until it
+    returns: an employer's report reads and writes by key, and its statements'
+    cached plans must not scan every bill because the bills table was once
+    analyzed empty (migration 0015 says why)."""
+    previous = await conn.fetchval("select current_setting('enable_seqscan')")
+    await conn.execute("select set_config('enable_seqscan', 'off', true)")
+    issued = await _submit_wage_report(conn, employer, period_text, wage_overrides, now, expiry_days_after_due)
+    await conn.execute("select set_config('enable_seqscan', $1, true)", previous)
+    return issued
+
+
+async def _submit_wage_report(
+    conn: asyncpg.Connection,
+    employer: asyncpg.Record,
+    period_text: str,
+    wage_overrides: dict[str, int],
+    now: dt.datetime,
+    expiry_days_after_due: int,
+) -> tuple[int | None, list[int]]:
     try:
         period = Period.parse(period_text)
     except DomainError as error:
@@ -276,29 +296,88 @@ async def submit_wage_report(
     pu_bill_id = None
     if any(line[0] is not None for line in pu_lines):
         pu_bill_id = await _insert_bill(conn, npp, "PU", None, period, due, pu_lines, expiry_days_after_due)
-    # Informal workers: a bill of their own each.
-    bpu_ids: list[int] = []
+    # Informal workers: a bill of their own each, all written in one
+    # statement per table (the database checks each statement once).
+    bpu_bills = []
     for p in participants:
         if p["segment"] != "BPU":
-            continue
-        exists = await conn.fetchval(
-            # `kind = 'BPU'` lets PostgreSQL use the partial unique index
-            # bills_one_bpu_bill_per_period instead of scanning every bill.
-            "select 1 from bills where participant_id = $1 and period = $2 and kind = 'BPU'", p["id"], str(period)
-        )
-        if exists:
             continue
         income = wage_overrides.get(p["kpj"], p["wage_rupiah"])
         lines = [
             (p["id"], str(l.program), l.basis_rupiah, l.employer_rupiah, l.worker_rupiah, l.government_rupiah, None, None)
             for l in dues.bpu_lines(period, income)
         ]
-        bpu_ids.append(
-            await _insert_bill(conn, npp, "BPU", p["id"], period, due_date(period, dues.Segment.BPU), lines, expiry_days_after_due)
-        )
+        bpu_bills.append((p["id"], lines))
+    bpu_ids = await _insert_bpu_bills(conn, npp, period, bpu_bills, expiry_days_after_due)
     if pu_bill_id is None and not bpu_ids:
         raise Conflict(f"every bill for {period} was already issued", [{"field": "period", "problem": "already reported"}])
     return pu_bill_id, bpu_ids
+
+
+async def _insert_bpu_bills(
+    conn: asyncpg.Connection,
+    npp: str,
+    period: Period,
+    bills: list[tuple[int, list[tuple]]],
+    expiry_days_after_due: int,
+) -> list[int]:
+    """Each BPU participant's bill for the period, unless it was issued
+    before. Bill ids, in participant order, of the bills issued now."""
+    if not bills:
+        return []
+    billed = await conn.fetch(
+        # Matches the partial unique index bills_one_bpu_bill_per_period.
+        "select participant_id from bills where participant_id = any($1::bigint[]) and period = $2 and kind = 'BPU'",
+        [pid for pid, _ in bills], str(period),
+    )
+    already = {r["participant_id"] for r in billed}
+    bills = [(pid, lines) for pid, lines in bills if pid not in already]
+    if not bills:
+        return []
+    totals = {pid: sum(line[3] + line[4] for line in lines) for pid, lines in bills}
+    if min(totals.values()) <= 0:
+        # Refused as _insert_bill refuses a PU bill that rounds to nothing.
+        raise Invalid.field(
+            "wage",
+            f"the {period} dues round to Rp0 (wage too small to bill); report a real monthly wage in whole rupiah",
+        )
+    due = due_date(period, dues.Segment.BPU)
+    expires_at = dt.datetime.combine(due + dt.timedelta(days=expiry_days_after_due + 1), dt.time(), WIB)
+    payment_codes = await _next_payment_codes(conn, len(bills))
+    issued = await conn.fetch(
+        """insert into bills (payment_code, npp, kind, participant_id, period, due_date, expires_at, total_rupiah, line_count)
+           select code, $2, 'BPU', pid, $3, $4, $5, total, n
+             from unnest($1::text[], $6::bigint[], $7::bigint[], $8::int[]) with ordinality as t(code, pid, total, n, o)
+            order by o
+           returning id, participant_id, payment_code, total_rupiah""",
+        payment_codes, npp, str(period), due, expires_at,
+        [pid for pid, _ in bills], [totals[pid] for pid, _ in bills], [len(lines) for _, lines in bills],
+    )
+    issued = sorted(issued, key=lambda r: r["id"])
+    lines_of = dict(bills)
+    await conn.copy_records_to_table(
+        "bill_lines",
+        records=[
+            (bill["id"], n, npp, *line)
+            for bill in issued
+            for n, line in enumerate(lines_of[bill["participant_id"]], start=1)
+        ],
+        columns=[
+            "bill_id", "line_no", "npp", "participant_id", "program", "basis_rupiah", "employer_rupiah",
+            "worker_rupiah", "government_rupiah", "late_fee_source_bill_id", "late_fee_months",
+        ],
+    )
+    await write_events_many(
+        conn,
+        npp,
+        "bill.created",
+        [
+            {"payment_id": None, "payment_code": bill["payment_code"], "npp": npp, "period": str(period), "kind": "BPU",
+             "total_rupiah": bill["total_rupiah"], "due_date": due.isoformat()}
+            for bill in issued
+        ],
+    )
+    return [bill["id"] for bill in issued]
 
 
 async def _late_fee_lines(conn: asyncpg.Connection, npp: str, now: dt.datetime) -> list[tuple]:

@@ -101,3 +101,15 @@ async def write_events(
         )
     await conn.executemany("insert into outbox (topic, npp, payload) values ($1, $2, $3)", rows)
     await conn.execute("select pg_notify($1, $2)", EVENTS_CHANNEL, topic)
+
+
+async def write_events_many(conn: asyncpg.Connection, npp: str, topic: str, payloads: list[dict]) -> None:
+    """One outbox row per payload, in order, in one statement, and one wake-up."""
+    if not payloads:
+        return
+    await conn.execute(
+        """insert into outbox (topic, npp, payload)
+           select $1, $2, p from unnest($3::jsonb[]) with ordinality as t(p, o) order by o""",
+        topic, npp, payloads,
+    )
+    await conn.execute("select pg_notify($1, $2)", EVENTS_CHANNEL, topic)

@@ -152,6 +152,45 @@ async def test_late_fee_on_next_bill(gateway_server, http):
     assert second["late_fees_rupiah"] == fees[0]["employer_rupiah"]
 
 
+async def test_informal_workers_reported_again_get_only_the_missing_bills(gateway_server, http):
+    """Informal (BPU) workers each get a bill of their own. Reporting the month
+    again bills only the worker added since; a third time is refused and
+    writes nothing."""
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="BPUAGAIN", size="micro")
+    first_rows = [(make_kpj(900 + i), make_nik(900 + i), f"Mandiri {i}", 3_000_000 + i, "BPU") for i in range(3)]
+    async with http.post(f"{base}/api/v1/employers/BPUAGAIN/participants.csv", data=to_csv(first_rows),
+                         headers={**auth, "Content-Type": "text/csv"}) as r:
+        assert r.status == 201, await r.text()
+    period = last_month()
+    async with http.post(f"{base}/api/v1/employers/BPUAGAIN/wage-reports", json={"period": period}, headers=auth) as r:
+        assert r.status == 201, await r.text()
+        first = await r.json()
+    first_codes = [first["payment_code"]] + [b["payment_code"] for b in first["bpu_bills"]]
+    assert len(set(first_codes)) == 3 and all(len(c) == 11 for c in first_codes)
+    assert {l["kpj"] for b in [first, *first["bpu_bills"]] for l in b["lines"]} == {r[0] for r in first_rows}
+
+    late = (make_kpj(903), make_nik(903), "Mandiri 3", 4_000_000, "BPU")
+    async with http.post(f"{base}/api/v1/employers/BPUAGAIN/participants.csv", data=to_csv([late]),
+                         headers={**auth, "Content-Type": "text/csv"}) as r:
+        assert r.status == 201, await r.text()
+    async with http.post(f"{base}/api/v1/employers/BPUAGAIN/wage-reports", json={"period": period}, headers=auth) as r:
+        assert r.status == 201, await r.text()
+        second = await r.json()
+    assert second["bpu_bills"] == [] and {l["kpj"] for l in second["lines"]} == {late[0]}
+    assert second["payment_code"] not in first_codes
+
+    before = await fingerprint(gateway_server.pool)
+    async with http.post(f"{base}/api/v1/employers/BPUAGAIN/wage-reports", json={"period": period}, headers=auth) as r:
+        assert r.status == 409, await r.text()
+        body = await r.json()
+    assert body["errors"][0]["field"] == "period" and "already" in body["errors"][0]["problem"]
+    assert await fingerprint(gateway_server.pool) == before
+    async with http.get(f"{base}/api/v1/employers/BPUAGAIN/bills", headers=auth) as r:
+        bills = (await r.json())["bills"]
+    assert sorted(b["payment_code"] for b in bills) == sorted([*first_codes, second["payment_code"]])
+
+
 async def test_keep_valid_mode_saves_exactly_the_valid_rows(gateway_server, http):
     base = gateway_server.url
     _, auth = await register(http, base, npp="KEEP0001")

@@ -1,5 +1,6 @@
-"""A go-live burst after the empty ledger was analyzed: payments must still
-find their rows by index, not by reading the whole table (migration 0013).
+"""A go-live burst after the empty ledger was analyzed: payments and wage
+reports must still find their rows by index, not by reading the whole table
+(migrations 0013 and 0015).
 
 The user-visible symptom was CPU: every payment read every earlier payment,
 entry and posting, several times, until autovacuum re-analyzed the grown
@@ -14,8 +15,11 @@ import asyncio
 import asyncpg
 
 from bank_adapters.base import PayCommand, PayOutcome
+from gateway.domain.periods import Period
+from gateway.service import employers as employer_service
 from gateway.service.payments import PaymentsService
 from gateway.store import database
+from tests.conftest import make_nik
 
 LEDGER_TABLES = ("payments", "journal_entries", "postings", "reversal_tombstones", "coverage_months")
 # What migration 0013 set, removed again (the control).
@@ -80,3 +84,52 @@ async def test_payments_after_analyzing_an_empty_ledger_scan_no_ledger_table(dat
     await pool.execute(RESET_SQL)
     scans = await _burst(database_url, pool, created[8:], clock, 100)
     assert scans["payments"] > 0, scans
+
+
+async def test_wage_reports_after_analyzing_an_empty_bills_table_scan_no_bill(database_url, pool, clock):
+    """Employer after employer reports wages; each report's reads and its
+    bills' checks probe by key, whatever the empty bills table's statistics
+    said (before 0015 every report read every bill and bill line issued)."""
+    period = str(Period.from_date(clock().date()) - 1)
+    employers = []
+    async with pool.acquire() as conn, conn.transaction():
+        for e in range(8):
+            npp = f"PLAN{e:04d}"
+            await employer_service.register_employer(conn, npp, f"Plan {e}", "6171", "small", 2)
+            employer = await conn.fetchrow("select * from employers where npp = $1", npp)
+            await employer_service.insert_participants(conn, employer, [
+                employer_service.ParticipantRow(
+                    n + 1, f"{70_000_000_000 + e * 100 + n:011d}", make_nik(e * 100 + n), f"Worker {n}",
+                    3_000_000 + n, "BPU" if n % 2 else "PU")
+                for n in range(6)
+            ])
+            employers.append(employer)
+    await pool.execute("vacuum analyze")  # no bill yet: "bills and bill_lines hold no rows"
+
+    one = await database.create_pool(database_url, size_min=1, size_max=1)
+    try:
+        async with one.acquire() as conn:
+            before = await _table_scans(pool, conn, ("bills", "bill_lines"))
+            for employer in employers:
+                async with conn.transaction():
+                    pu, bpu = await employer_service.submit_wage_report(conn, employer, period, {}, clock(), 90)
+                assert pu is not None and len(bpu) == 3
+            after = await _table_scans(pool, conn, ("bills", "bill_lines"), bills_inserted=8 * 4)
+            # The setting is the report's own: the connection's next statements plan freely again.
+            assert await conn.fetchval("select current_setting('enable_seqscan')") == "on"
+    finally:
+        await one.close()
+    assert {t: after[t] - before[t] for t in after} == {"bills": 0, "bill_lines": 0}
+    assert await pool.fetchval("select count(*) from bills") == 32
+
+
+async def _table_scans(pool, conn, tables, bills_inserted: int = 0) -> dict[str, int]:
+    await conn.execute("select pg_stat_force_next_flush()")
+    for _ in range(300):
+        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = 'bills'") >= bills_inserted:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the reporting backend never reported its statistics")
+    rows = await pool.fetch("select relname, seq_scan from pg_stat_user_tables where relname = any($1)", list(tables))
+    return {r["relname"]: r["seq_scan"] for r in rows}
