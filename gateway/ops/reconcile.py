@@ -106,22 +106,23 @@ def _pair_direction(lines: list, expected: list, pairings: list, counts: dict[st
     on its strongest key that has one. Fills `pairings` at the lines'
     positions; returns the payments no line took, in `expected` order."""
     by_reference: dict[str, list] = {}
-    by_end_to_end: dict[str, list] = {}
-    by_code: dict[str, list] = {}
     for p in expected:
         if p["bank_reference"]:
             by_reference.setdefault(p["bank_reference"], []).append(p)
-            by_end_to_end.setdefault(p["bank_reference"], []).append(p)
-        by_end_to_end.setdefault(p["idempotency_key"], []).append(p)
-        by_code.setdefault(p["payment_code"], []).append(p)
+    # The weaker keys' indexes are built when a line first needs them: when
+    # every line pairs on the bank's reference (a bank that agrees with the
+    # ledger), never.
+    weaker: list[dict[str, list]] = []
     taken: set[int] = set()
     for n, line in lines:
         found = _untaken(by_reference, line.bank_reference, taken)
         key = "bank_reference"
         if found is None:
-            found, key = _untaken(by_end_to_end, line.end_to_end_id, taken), "end_to_end_id"
-        if found is None:
-            found, key = _untaken(by_code, line.payment_code, taken), "payment_code"
+            if not weaker:
+                weaker = _weaker_indexes(expected)
+            found, key = _untaken(weaker[0], line.end_to_end_id, taken), "end_to_end_id"
+            if found is None:
+                found, key = _untaken(weaker[1], line.payment_code, taken), "payment_code"
         if found is None:
             pairings[n] = _BANK_ONLY
             counts["bank_only"] += 1
@@ -130,7 +131,22 @@ def _pair_direction(lines: list, expected: list, pairings: list, counts: dict[st
         kind = "matched" if found["amount_rupiah"] == line.amount_rupiah else "amount_mismatch"
         counts[kind] += 1
         pairings[n] = (kind, key, found["id"], found["npp"], found["amount_rupiah"])
+    if len(taken) == len(expected):
+        return []
     return [p for p in expected if p["id"] not in taken]
+
+
+def _weaker_indexes(expected: list) -> list[dict[str, list]]:
+    """Payments by end-to-end id (their idempotency key, or their bank
+    reference) and by payment code, each list in `expected` order."""
+    by_end_to_end: dict[str, list] = {}
+    by_code: dict[str, list] = {}
+    for p in expected:
+        if p["bank_reference"]:
+            by_end_to_end.setdefault(p["bank_reference"], []).append(p)
+        by_end_to_end.setdefault(p["idempotency_key"], []).append(p)
+        by_code.setdefault(p["payment_code"], []).append(p)
+    return [by_end_to_end, by_code]
 
 
 def match(statement: Statement, payments: list[asyncpg.Record | dict]) -> list[Item]:
@@ -172,10 +188,10 @@ async def expected_payments(
     start, end = window(from_date, to_date)
     like = _like_prefix(channel_prefix)
     return await conn.fetch(
-        """select 'credit' as direction, id, channel, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
+        """select 'credit' as direction, id, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
              from payments where posted_at >= $1 and posted_at < $2 and channel like $3
            union all
-           select 'debit', id, channel, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
+           select 'debit', id, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
              from payments where reversed_at >= $1 and reversed_at < $2 and channel like $3
            order by 1, 2""",
         start, end, like,
