@@ -39,6 +39,9 @@ log = structlog.get_logger("kanal.reconcile")
 
 KINDS = ("matched", "bank_only", "ledger_only", "amount_mismatch")
 LIST_LIMIT_MAX = 500
+ENTRY_COLUMNS = ["statement_id", "line_no", "direction", "amount_rupiah", "booked_on", "bank_reference",
+                 "end_to_end_id", "payment_code", "remittance",
+                 "kind", "matched_on", "payment_id", "npp", "ledger_amount_rupiah"]
 
 
 class StatementConflict(StatementError):
@@ -57,54 +60,105 @@ class Item:
     ledger_amount_rupiah: int | None = None
 
 
-def match(statement: Statement, payments: list[asyncpg.Record | dict]) -> list[Item]:
+@dataclass(slots=True)
+class Pairing:
+    """The reconciliation as it is stored: each line's pairing, in line
+    order, as (kind, matched_on, payment_id, npp, ledger_amount_rupiah)
+    (the columns of ops_statement_entries), and the payments no line took,
+    as (item_no, direction, payment_id, npp, ledger_amount_rupiah)
+    (ops_reconciliation_ledger_only)."""
+
+    lines: list[tuple]
+    ledger_only: list[tuple]
+    counts: dict[str, int]
+
+
+def pair(statement: Statement, payments: list[asyncpg.Record | dict]) -> Pairing:
     """Pair the statement's lines with the expected ledger movements. Pure:
-    `payments` are the rows `expected_payments` returns. Items come credits
-    first, then debits; within each, in line order, then the unpaired
-    payments in `payments` order."""
+    `payments` are the rows `expected_payments` returns. Items are numbered
+    credits first, then debits; within each, the lines in line order, then
+    the unpaired payments in `payments` order."""
     lines_of: dict[str, list] = {"credit": [], "debit": []}
-    for n, line in enumerate(statement.lines, start=1):
+    for n, line in enumerate(statement.lines):
         lines_of[line.direction].append((n, line))
     expected_of: dict[str, list] = {"credit": [], "debit": []}
     for p in payments:
         expected_of[p["direction"]].append(p)
-    items: list[Item] = []
+    pairings: list = [None] * len(statement.lines)
+    ledger_only: list[tuple] = []
+    counts = dict.fromkeys(KINDS, 0)
+    item_no = 0
     for direction in ("credit", "debit"):
-        items += _match_direction(direction, lines_of[direction], expected_of[direction])
-    return items
+        unpaired = _pair_direction(lines_of[direction], expected_of[direction], pairings, counts)
+        item_no += len(lines_of[direction])
+        for p in unpaired:
+            item_no += 1
+            ledger_only.append((item_no, direction, p["id"], p["npp"], p["amount_rupiah"]))
+    counts["ledger_only"] = len(ledger_only)
+    return Pairing(pairings, ledger_only, counts)
 
 
-def _match_direction(direction: str, lines: list, expected: list) -> list[Item]:
+_BANK_ONLY = ("bank_only", None, None, None, None)
+
+
+def _pair_direction(lines: list, expected: list, pairings: list, counts: dict[str, int]) -> list:
     """Greedy, in line order: each line takes the first payment not yet taken
-    on its strongest key that has one."""
+    on its strongest key that has one. Fills `pairings` at the lines'
+    positions; returns the payments no line took, in `expected` order."""
     by_reference: dict[str, list] = {}
-    by_end_to_end: dict[str, list] = {}
-    by_code: dict[str, list] = {}
     for p in expected:
         if p["bank_reference"]:
             by_reference.setdefault(p["bank_reference"], []).append(p)
-            by_end_to_end.setdefault(p["bank_reference"], []).append(p)
-        by_end_to_end.setdefault(p["idempotency_key"], []).append(p)
-        by_code.setdefault(p["payment_code"], []).append(p)
+    # The weaker keys' indexes are built when a line first needs them: when
+    # every line pairs on the bank's reference (a bank that agrees with the
+    # ledger), never.
+    weaker: list[dict[str, list]] = []
     taken: set[int] = set()
-    items: list[Item] = []
     for n, line in lines:
         found = _untaken(by_reference, line.bank_reference, taken)
         key = "bank_reference"
         if found is None:
-            found, key = _untaken(by_end_to_end, line.end_to_end_id, taken), "end_to_end_id"
+            if not weaker:
+                weaker = _weaker_indexes(expected)
+            found, key = _untaken(weaker[0], line.end_to_end_id, taken), "end_to_end_id"
+            if found is None:
+                found, key = _untaken(weaker[1], line.payment_code, taken), "payment_code"
         if found is None:
-            found, key = _untaken(by_code, line.payment_code, taken), "payment_code"
-        if found is None:
-            items.append(Item("bank_only", direction, line_no=n, bank_amount_rupiah=line.amount_rupiah))
+            pairings[n] = _BANK_ONLY
+            counts["bank_only"] += 1
             continue
         taken.add(found["id"])
         kind = "matched" if found["amount_rupiah"] == line.amount_rupiah else "amount_mismatch"
-        items.append(Item(kind, direction, key, n, found["id"], found["npp"], line.amount_rupiah, found["amount_rupiah"]))
+        counts[kind] += 1
+        pairings[n] = (kind, key, found["id"], found["npp"], found["amount_rupiah"])
+    if len(taken) == len(expected):
+        return []
+    return [p for p in expected if p["id"] not in taken]
+
+
+def _weaker_indexes(expected: list) -> list[dict[str, list]]:
+    """Payments by end-to-end id (their idempotency key, or their bank
+    reference) and by payment code, each list in `expected` order."""
+    by_end_to_end: dict[str, list] = {}
+    by_code: dict[str, list] = {}
     for p in expected:
-        if p["id"] not in taken:
-            items.append(Item("ledger_only", direction, payment_id=p["id"], npp=p["npp"],
-                              ledger_amount_rupiah=p["amount_rupiah"]))
+        if p["bank_reference"]:
+            by_end_to_end.setdefault(p["bank_reference"], []).append(p)
+        by_end_to_end.setdefault(p["idempotency_key"], []).append(p)
+        by_code.setdefault(p["payment_code"], []).append(p)
+    return [by_end_to_end, by_code]
+
+
+def match(statement: Statement, payments: list[asyncpg.Record | dict]) -> list[Item]:
+    """The reconciliation's items, in item order (`pair`, one item a row)."""
+    pairing = pair(statement, payments)
+    items: list[Item] = []
+    for direction in ("credit", "debit"):
+        for n, (line, (kind, key, payment_id, npp, ledger)) in enumerate(zip(statement.lines, pairing.lines), start=1):
+            if line.direction == direction:
+                items.append(Item(kind, direction, key, n, payment_id, npp, line.amount_rupiah, ledger))
+        items += [Item("ledger_only", direction, payment_id=payment_id, npp=npp, ledger_amount_rupiah=ledger)
+                  for _, d, payment_id, npp, ledger in pairing.ledger_only if d == direction]
     return items
 
 
@@ -134,10 +188,10 @@ async def expected_payments(
     start, end = window(from_date, to_date)
     like = _like_prefix(channel_prefix)
     return await conn.fetch(
-        """select 'credit' as direction, id, channel, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
+        """select 'credit' as direction, id, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
              from payments where posted_at >= $1 and posted_at < $2 and channel like $3
            union all
-           select 'debit', id, channel, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
+           select 'debit', id, idempotency_key, payment_code, npp, amount_rupiah, bank_reference
              from payments where reversed_at >= $1 and reversed_at < $2 and channel like $3
            order by 1, 2""",
         start, end, like,
@@ -168,10 +222,8 @@ async def import_statement(
             return existing, False
         payments = await expected_payments(conn, statement.from_date, statement.to_date, channel_prefix)
         with collector_paused():
-            items = match(statement, payments)
-            counts = dict.fromkeys(KINDS, 0)
-            for item in items:
-                counts[item.kind] += 1
+            pairing = pair(statement, payments)
+            counts = pairing.counts
             credit_rupiah = sum(line.amount_rupiah for line in statement.lines if line.direction == "credit")
             debit_rupiah = sum(line.amount_rupiah for line in statement.lines if line.direction == "debit")
         statement_id = await conn.fetchval(
@@ -192,24 +244,15 @@ async def import_statement(
         with collector_paused():
             entry_records = [
                 (statement_id, n, line.direction, line.amount_rupiah, line.booked_on, line.bank_reference,
-                 line.end_to_end_id, line.payment_code, line.remittance)
-                for n, line in enumerate(statement.lines, start=1)
+                 line.end_to_end_id, line.payment_code, line.remittance, *pairs)
+                for (n, line), pairs in zip(enumerate(statement.lines, start=1), pairing.lines)
             ]
-            item_records = [
-                (statement_id, n, i.kind, i.matched_on, i.direction, i.line_no, i.payment_id, i.npp,
-                 i.bank_amount_rupiah, i.ledger_amount_rupiah)
-                for n, i in enumerate(items, start=1)
-            ]
-        await conn.copy_records_to_table(
-            "ops_statement_entries", records=entry_records,
-            columns=["statement_id", "line_no", "direction", "amount_rupiah", "booked_on", "bank_reference",
-                     "end_to_end_id", "payment_code", "remittance"],
-        )
-        await conn.copy_records_to_table(
-            "ops_reconciliation_items", records=item_records,
-            columns=["statement_id", "item_no", "kind", "matched_on", "direction", "line_no", "payment_id", "npp",
-                     "bank_amount_rupiah", "ledger_amount_rupiah"],
-        )
+        await conn.copy_records_to_table("ops_statement_entries", records=entry_records, columns=ENTRY_COLUMNS)
+        if pairing.ledger_only:
+            await conn.copy_records_to_table(
+                "ops_reconciliation_ledger_only", records=[(statement_id, *row) for row in pairing.ledger_only],
+                columns=["statement_id", "item_no", "direction", "payment_id", "npp", "ledger_amount_rupiah"],
+            )
         summary = await get_statement(conn, statement_id)
     log.info("statement_imported", statement_id=statement_id, format=statement.format,
              statement_ref=statement.statement_ref, **counts)

@@ -69,7 +69,10 @@ class StatementError(ValueError):
         self.errors = errors or [{"field": "statement", "problem": detail}]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__,
+# 2.5 us a line against 0.3 (12 ms of a 5,000-line import). Nothing changes
+# a line after it is read.
+@dataclass(slots=True)
 class Line:
     direction: str  # "credit" (money in: a payment) or "debit" (money out: a reversal)
     amount_rupiah: int
@@ -442,7 +445,9 @@ def _code(value) -> str:
 # ------------------------------------------------- camt, read by position ----
 
 _TAG = attrgetter("tag")
-_ATTRIB = attrgetter("attrib")
+# Element.keys, not .attrib: reading .attrib gives an element without
+# attributes a new dict (25 ms for 5,000 entries; keys() 9 ms).
+_ATTRIBUTE_NAMES = ET.Element.keys
 _GROUPS = {"camt.053": ("BkToCstmrStmt", "Stmt"), "camt.054": ("BkToCstmrDbtCdtNtfctn", "Ntfctn")}
 # Each new shape costs one xsdata binding and a check (~0.5 ms): past this
 # many, reading by position saves nothing, and the file is bound whole.
@@ -493,7 +498,7 @@ def _read_camt(root: ET.Element, kind: str, version: str, bindings) -> Statement
         elements = list(entry.iter())
         # What xsdata's verdict depends on: element names and nesting (preorder
         # names and child counts fix the tree), and attribute names.
-        shape = (tuple(map(_TAG, elements)), tuple(map(len, elements)), tuple(map(tuple, map(_ATTRIB, elements))))
+        shape = (tuple(map(_TAG, elements)), tuple(map(len, elements)), tuple(map(tuple, map(_ATTRIBUTE_NAMES, elements))))
         reader = readers.get(shape)
         if reader is None:
             if len(readers) == _ENTRY_SHAPES_MAX:
