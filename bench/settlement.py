@@ -54,6 +54,21 @@ def measured(server: Server, wall: list[float], cpu: dict[str, float]):
     cpu["postgres"] += postgres_cpu_s(server) - postgres_before
 
 
+async def raw_copy(server: Server, conn, records: list[tuple], wall: list[float], cpu: dict[str, float]) -> None:
+    """COPY and commit, measured, without the statement-level check Kanal's
+    import relies on since migration 0014 (its transition table costs a raw
+    COPY about 10 %, which would flatter the ratio). The table's foreign key
+    to its statement stays, as before 0014. The trigger is turned back on
+    before any import runs again."""
+    await conn.execute("alter table ops_statement_entries disable trigger ops_statement_entries_references")
+    try:
+        with measured(server, wall, cpu):
+            async with conn.transaction():
+                await conn.copy_records_to_table("ops_statement_entries", records=records, columns=ENTRY_COLUMNS)
+    finally:
+        await conn.execute("alter table ops_statement_entries enable trigger ops_statement_entries_references")
+
+
 def per_thousand_rows(cpu: dict[str, float], rows: int) -> dict:
     return {f"{side}_cpu_ms_per_1000_rows": round(seconds * 1000 * 1000 / rows, 2) for side, seconds in cpu.items()}
 
@@ -102,9 +117,8 @@ async def run(server: Server, *, rows: int) -> dict:
                  line.end_to_end_id, line.payment_code, line.remittance)
                 for n, line in enumerate(lines, start=1)
             ]
-            with measured(server, copy_seconds, cpu["copy"]):
-                async with pool.acquire() as conn, conn.transaction():
-                    await conn.copy_records_to_table("ops_statement_entries", records=records, columns=ENTRY_COLUMNS)
+            async with pool.acquire() as conn:
+                await raw_copy(server, conn, records, copy_seconds, cpu["copy"])
     finally:
         await pool.close()
     copy_median = statistics.median(copy_seconds)
