@@ -48,7 +48,7 @@ class ExchangeRow:
     answered: bool
     http_status: int | None
     response_code: str
-    response_body: dict[str, Any]
+    response_body: dict[str, Any] | str  # str: JSON text already encoded
     rule: str | None = None
     detail: str | None = None
     fault: str | None = None
@@ -68,7 +68,7 @@ class ExchangeRow:
             self.answered,
             self.http_status,
             self.response_code,
-            json.dumps(self.response_body, ensure_ascii=False),
+            self.response_body if isinstance(self.response_body, str) else json.dumps(self.response_body, ensure_ascii=False),
             self.rule,
             self.detail,
             self.fault,
