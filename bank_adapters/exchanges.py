@@ -18,10 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from bank_adapters.grouping import MicroBatcher, settle
 
 REQUEST_BODY_CHARS_MAX = 16_384
+
+# Set on an HTTP request by an adapter that wrote the request's one log line
+# itself (with the exchange's fields): the gateway's middleware then writes
+# none, so that every request still has exactly one line.
+request_logged_key = web.RequestKey("kanal_request_logged", bool)
 
 _INSERT = """
 insert into partner_exchanges (channel, partner_id, service_code, path, external_id, request_headers, request_body,

@@ -33,7 +33,7 @@ from bank_adapters.base import (
     PayResult,
     StatusOutcome,
 )
-from bank_adapters.exchanges import ExchangeLog
+from bank_adapters.exchanges import ExchangeLog, request_logged_key
 from bank_adapters.snap import faults, partners, protocol, store
 from bank_adapters.snap.protocol import Case
 from bank_adapters.snap.ratelimit import RateLimiter
@@ -183,8 +183,14 @@ class SnapServer:
             await self.exchange_log.record(store.exchange_row(exchange))
         except Exception:  # the log must not cost the bank its answer
             log.exception("snap.exchange_not_recorded", service=service)
+        # The request's one log line (the gateway's middleware writes none).
+        request[request_logged_key] = True
         log.info(
             "snap.exchange",
+            method=request.method,
+            path=request.path,
+            status=exchange.http_status,
+            remote=request.remote,
             service=service,
             partner=exchange.partner_id,
             external_id=exchange.external_id,
