@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import pydantic_core
 from aiohttp import web
 
 from bank_adapters.grouping import MicroBatcher, settle
@@ -69,18 +69,23 @@ class ExchangeRow:
             self.service_code,
             self.path,
             self.external_id,
-            json.dumps(self.request_headers, ensure_ascii=False),
+            _json(self.request_headers),
             self.request_body[:REQUEST_BODY_CHARS_MAX],
             self.answered,
             self.http_status,
             self.response_code,
-            self.response_body if isinstance(self.response_body, str) else json.dumps(self.response_body, ensure_ascii=False),
+            self.response_body if isinstance(self.response_body, str) else _json(self.response_body),
             self.rule,
             self.detail,
             self.fault,
             max(self.duration_ms, 0.0),
             self.at,
         )
+
+
+def _json(value: dict[str, Any]) -> str:
+    """Compact JSON text (as json.dumps with ensure_ascii=False), encoded by pydantic-core."""
+    return pydantic_core.to_json(value).decode("utf-8")
 
 
 class ExchangeLog(MicroBatcher):
