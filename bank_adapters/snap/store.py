@@ -209,9 +209,13 @@ class Authorizer(MicroBatcher):
 
 
 async def remember_inquiry(pool: asyncpg.Pool, partner_id: str, virtual_account_no: str, inquiry_request_id: str) -> None:
+    """Committed without waiting for the WAL flush, as the external id claim
+    (migrations/0004_authorize.sql): the inquiry's exchange row, committed
+    synchronously before the answer, flushes it."""
     await pool.execute(
-        """insert into snap_inquiries (partner_id, virtual_account_no, inquiry_request_id)
-           values ($1, $2, $3)
+        """with async_commit as (select set_config('synchronous_commit', 'off', true))
+           insert into snap_inquiries (partner_id, virtual_account_no, inquiry_request_id)
+           select $1, $2, $3 from async_commit
            on conflict (partner_id, virtual_account_no)
            do update set inquiry_request_id = excluded.inquiry_request_id, inquired_at = now()""",
         partner_id,
