@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import pydantic_core
+from aiohttp import web
 
 from bank_adapters.grouping import MicroBatcher, settle
 
 REQUEST_BODY_CHARS_MAX = 16_384
+
+# Set on an HTTP request by an adapter that wrote the request's one log line
+# itself (with the exchange's fields): the gateway's middleware then writes
+# none, so that every request still has exactly one line.
+request_logged_key = web.RequestKey("kanal_request_logged", bool)
 
 _INSERT = """
 insert into partner_exchanges (channel, partner_id, service_code, path, external_id, request_headers, request_body,
@@ -48,7 +54,7 @@ class ExchangeRow:
     answered: bool
     http_status: int | None
     response_code: str
-    response_body: dict[str, Any]
+    response_body: dict[str, Any] | str  # str: JSON text already encoded
     rule: str | None = None
     detail: str | None = None
     fault: str | None = None
@@ -63,18 +69,23 @@ class ExchangeRow:
             self.service_code,
             self.path,
             self.external_id,
-            json.dumps(self.request_headers, ensure_ascii=False),
+            _json(self.request_headers),
             self.request_body[:REQUEST_BODY_CHARS_MAX],
             self.answered,
             self.http_status,
             self.response_code,
-            json.dumps(self.response_body, ensure_ascii=False),
+            self.response_body if isinstance(self.response_body, str) else _json(self.response_body),
             self.rule,
             self.detail,
             self.fault,
             max(self.duration_ms, 0.0),
             self.at,
         )
+
+
+def _json(value: dict[str, Any]) -> str:
+    """Compact JSON text (as json.dumps with ensure_ascii=False), encoded by pydantic-core."""
+    return pydantic_core.to_json(value).decode("utf-8")
 
 
 class ExchangeLog(MicroBatcher):

@@ -105,6 +105,11 @@ def magic_suffix(value: object) -> Fault | None:
     return None
 
 
+# One generator for the process: seeding a new one per request reads the OS's
+# entropy every time. Tests pass their own seeded `rng`.
+_RNG = random.Random()
+
+
 def _hit(percent: int, rng: random.Random) -> bool:
     return percent >= 100 or (percent > 0 and rng.randrange(100) < percent)
 
@@ -119,7 +124,7 @@ def plan(
 ) -> Plan:
     """One exchange's plan: a magic value (already found by the adapter, and
     only for sandbox partners) wins over the profile."""
-    rng = rng or random.Random()
+    rng = rng or _RNG
     result = Plan()
     profile = profile or InboundFaults()
     result.hold_ms = profile.hold_ms if profile.hold_ms is not None else hold_ms_default

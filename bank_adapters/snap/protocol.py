@@ -77,8 +77,10 @@ def response_message(case: Case, detail: str = "") -> str:
 
 # --- Bodies and signatures ---------------------------------------------------
 
-# A JSON string literal, or a run of whitespace outside one.
-_MINIFY = re.compile(r'("(?:\\.|[^"\\])*")|[ \t\n\r]+')
+# A JSON string literal (captured, so that re.split keeps it), and a run of
+# whitespace.
+_STRING = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")')
+_WHITESPACE = re.compile(r"[ \t\n\r]+")
 
 
 def minify(body: str) -> str:
@@ -87,7 +89,12 @@ def minify(body: str) -> str:
     Textual on purpose: re-serialising with json would change number spellings
     and escapes, and the bank hashed the characters it sent.
     """
-    return _MINIFY.sub(lambda match: match.group(1) or "", body)
+    parts = _STRING.split(body)  # outside, string, outside, ..., outside
+    outside = parts[0::2]
+    if not any(_WHITESPACE.search(part) for part in outside):
+        return body  # already minified: the common case
+    parts[0::2] = [_WHITESPACE.sub("", part) for part in outside]
+    return "".join(parts)
 
 
 def body_sha256_hex(body: str) -> str:
@@ -95,7 +102,13 @@ def body_sha256_hex(body: str) -> str:
 
 
 def transaction_string_to_sign(method: str, endpoint_url: str, access_token: str, body: str, timestamp: str) -> str:
-    return f"{method.upper()}:{endpoint_url}:{access_token}:{body_sha256_hex(body)}:{timestamp}"
+    return transaction_string_to_sign_with_hash(method, endpoint_url, access_token, body_sha256_hex(body), timestamp)
+
+
+def transaction_string_to_sign_with_hash(method: str, endpoint_url: str, access_token: str, body_sha256: str, timestamp: str) -> str:
+    """The string-to-sign from the body's hash (`body_sha256_hex`), for a
+    caller that needs the hash again."""
+    return f"{method.upper()}:{endpoint_url}:{access_token}:{body_sha256}:{timestamp}"
 
 
 def token_string_to_sign(client_key: str, timestamp: str) -> str:

@@ -17,12 +17,19 @@ class RateLimiter:
         # partner -> (tokens left, monotonic time of the last refill)
         self._buckets: dict[str, tuple[float, float]] = {}
 
+    def _tokens(self, key: str, requests_per_second_max: float, now: float) -> float:
+        capacity = max(1.0, float(requests_per_second_max))
+        tokens, last = self._buckets.get(key, (capacity, now))
+        return min(capacity, tokens + (now - last) * requests_per_second_max)
+
+    def would_allow(self, key: str, requests_per_second_max: float) -> bool:
+        """Whether `allow` would let a request through now, taking nothing."""
+        return self._tokens(key, requests_per_second_max, time.monotonic()) >= 1.0
+
     def allow(self, key: str, requests_per_second_max: float) -> bool:
         """Take one token; the bucket holds at most one second's worth (at least 1)."""
         now = time.monotonic()
-        capacity = max(1.0, float(requests_per_second_max))
-        tokens, last = self._buckets.get(key, (capacity, now))
-        tokens = min(capacity, tokens + (now - last) * requests_per_second_max)
+        tokens = self._tokens(key, requests_per_second_max, now)
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0

@@ -6,6 +6,7 @@ code works whatever codecs the gateway registers on its pool.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import secrets
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from bank_adapters.exchanges import ExchangeRow
+from bank_adapters.grouping import MicroBatcher, settle
 from bank_adapters.snap import protocol
 
 CLIENT_SECRET_BYTES = 32
@@ -141,61 +143,79 @@ class TokenOwner:
     expired: bool
 
 
-async def token_owner_and_faults(pool: asyncpg.Pool, token: str, partner_id: str) -> tuple[TokenOwner | None, str | None]:
-    """The token's owner and the partner's inbound fault profile (JSON text,
-    None when there is none), in one round trip: every transaction needs both."""
-    row = await pool.fetchrow(
-        """select t.partner_id, t.expires_at <= now() as expired,
-                  (select profile::text from partner_inbound_faults where partner_id = $2) as faults
-             from (select 1) one left join snap_tokens t on t.token_sha256 = $1""",
-        token_digest(token),
-        partner_id,
-    )
-    owner = None if row["partner_id"] is None else TokenOwner(row["partner_id"], row["expired"])
-    return owner, row["faults"]
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """What `authorize` read (and claimed) in one round trip."""
+
+    owner: TokenOwner | None
+    faults: str | None  # the partner's inbound fault profile as JSON text; None when there is none
+    claimed: bool | None  # None: no claim was made (not asked, or the token does not pass)
+    inquiry_request_id: str | None  # the last inquiry on the virtual account asked about
 
 
-_CLAIM = """with claimed as (
-               insert into snap_external_ids (partner_id, day, external_id, fingerprint)
-               values ($1, $2, $3, $4)
-               on conflict do nothing
-               returning fingerprint),
-           found as (
-               select fingerprint from claimed
-               union all
-               select fingerprint from snap_external_ids
-                where partner_id = $1 and day = $2 and external_id = $3
-               limit 1)
-           select (select fingerprint from found) as fingerprint,
-                  (select inquiry_request_id from snap_inquiries
-                    where partner_id = $1 and virtual_account_no = $5) as inquiry_request_id"""
+class Authorizer(MicroBatcher):
+    """Reads, for each signed transaction, the token's owner, the partner's
+    fault profile and, when asked, claims X-EXTERNAL-ID and reads the VA's
+    last inquiry: concurrent requests share one statement (and one commit),
+    as in the posting batcher (migrations/0004_authorize.sql). A database
+    round trip is the largest cost of a request on the database side, more
+    than the work it carries. Limits, with units: `requests_per_group_max`,
+    `groups_in_flight_max`."""
 
+    task_name = "kanal-snap-authorizer"
 
-async def claim_external_id(
-    pool: asyncpg.Pool, partner_id: str, day: dt.date, external_id: str, fingerprint: str, virtual_account_no: str | None = None
-) -> tuple[bool, str | None]:
-    """Record an X-EXTERNAL-ID; False when the partner already used it that day
-    for a different request (same path and body hash is a retry, not a reuse).
-    Also reads, in the same round trip, the last inquiry id on
-    `virtual_account_no` (a payment needs it next)."""
-    row = await pool.fetchrow(_CLAIM, partner_id, day, external_id, fingerprint, virtual_account_no)
-    fingerprint_found = row["fingerprint"]
-    if fingerprint_found is None:
-        # A concurrent claim of the same id committed while ours waited on it:
-        # this statement's snapshot predates it, a new statement sees it.
-        fingerprint_found = await pool.fetchval(
-            "select fingerprint from snap_external_ids where partner_id = $1 and day = $2 and external_id = $3",
-            partner_id,
-            day,
-            external_id,
+    def __init__(self, pool: asyncpg.Pool, *, requests_per_group_max: int = 128, groups_in_flight_max: int = 2) -> None:
+        super().__init__(group_size_max=requests_per_group_max, group_wait_ms=0, groups_in_flight_max=groups_in_flight_max)
+        self.pool = pool
+
+    async def authorize(
+        self,
+        token: str,
+        partner_id: str,
+        *,
+        claim: bool,
+        day: dt.date,
+        external_id: str,
+        fingerprint: str,
+        virtual_account_no: str | None = None,
+    ) -> Authorization:
+        """`claimed` is False when the partner already used `external_id` on
+        `day` for a different request (the same path and body hash is a
+        retry, not a reuse); None when no claim was made (`claim` false, or
+        the token is unknown, expired or another partner's)."""
+        row = await self._submit((token_digest(token), partner_id, claim, day, external_id, fingerprint, virtual_account_no))
+        owner = None if row["token_partner_id"] is None else TokenOwner(row["token_partner_id"], row["token_expired"])
+        found = row["claimed_fingerprint"]
+        return Authorization(
+            owner=owner,
+            faults=row["faults"],
+            claimed=None if found is None else found == fingerprint,
+            inquiry_request_id=row["inquiry_request_id"],
         )
-    return fingerprint_found == fingerprint, row["inquiry_request_id"]
+
+    async def _execute(self, group: list[tuple]) -> None:
+        try:
+            columns = [list(column) for column in zip(*(values for values, _ in group), strict=True)]
+            rows = await self.pool.fetch("select * from snap_authorize($1, $2, $3, $4, $5, $6, $7)", *columns)
+            assert len(rows) == len(group), (len(rows), len(group))
+        except BaseException as error:  # every waiter hears the outcome
+            for _, future in group:
+                settle(future, error=error if isinstance(error, Exception) else asyncio.CancelledError())
+            if not isinstance(error, Exception):
+                raise
+            return
+        for row, (_, future) in zip(rows, group, strict=True):
+            settle(future, result=row)
 
 
 async def remember_inquiry(pool: asyncpg.Pool, partner_id: str, virtual_account_no: str, inquiry_request_id: str) -> None:
+    """Committed without waiting for the WAL flush, as the external id claim
+    (migrations/0004_authorize.sql): the inquiry's exchange row, committed
+    synchronously before the answer, flushes it."""
     await pool.execute(
-        """insert into snap_inquiries (partner_id, virtual_account_no, inquiry_request_id)
-           values ($1, $2, $3)
+        """with async_commit as (select set_config('synchronous_commit', 'off', true))
+           insert into snap_inquiries (partner_id, virtual_account_no, inquiry_request_id)
+           select $1, $2, $3 from async_commit
            on conflict (partner_id, virtual_account_no)
            do update set inquiry_request_id = excluded.inquiry_request_id, inquired_at = now()""",
         partner_id,
@@ -220,7 +240,7 @@ class Exchange:
     request_body: str
     http_status: int = 0
     response_code: str = ""
-    response_body: dict[str, Any] | None = None
+    response_body: str = "{}"  # JSON text, as sent
     rule: str | None = None
     partner_id: str | None = None
     external_id: str | None = None
@@ -247,7 +267,7 @@ def exchange_row(exchange: Exchange) -> ExchangeRow:
         answered=answered,
         http_status=exchange.http_status if answered else None,
         response_code=exchange.response_code,
-        response_body=exchange.response_body or {},
+        response_body=exchange.response_body,
         rule=exchange.rule,
         fault=exchange.fault,
         duration_ms=exchange.duration_ms,

@@ -1,7 +1,9 @@
 """Middlewares and helpers shared by the gateway's own routes.
 
 - every request gets a request id (the caller's `X-Request-ID` when sane) and
-  exactly one canonical log line;
+  exactly one canonical log line: this middleware's `request`, or the line of
+  an adapter that logs the request with its exchange's fields (it sets
+  `request_logged_key`);
 - errors on the gateway's routes are `application/problem+json` naming the
   field and the problem; adapters mounted under their own prefix answer in
   their own protocol, so their responses pass through untouched;
@@ -12,15 +14,16 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
-import uuid
 from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from bank_adapters.exchanges import request_logged_key
 from gateway.service.errors import ServiceError
 
 log = structlog.get_logger("kanal.http")
@@ -60,7 +63,9 @@ def make_middlewares(adapter_prefixes: tuple[str, ...]):
     @web.middleware
     async def request_context(request: web.Request, handler):
         incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # 32 hex digits, as uuid4().hex, without a getrandom() system call per
+        # request: an id to find a request's line, not a secret.
+        request_id = incoming if _REQUEST_ID.match(incoming) else f"{random.getrandbits(128):032x}"
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -71,14 +76,15 @@ def make_middlewares(adapter_prefixes: tuple[str, ...]):
             response.headers["X-Request-ID"] = request_id
             return response
         finally:
-            log.info(
-                "request",
-                method=request.method,
-                path=request.path,
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                remote=request.remote,
-            )
+            if not request.get(request_logged_key, False):
+                log.info(
+                    "request",
+                    method=request.method,
+                    path=request.path,
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    remote=request.remote,
+                )
 
     return [request_context]
 
