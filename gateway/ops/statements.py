@@ -362,6 +362,10 @@ def _statement(kind: str, report, lines: list[Line]) -> Statement:
     period = getattr(report, "fr_to_dt", None)
     if period is not None and period.fr_dt_tm is not None and period.to_dt_tm is not None:
         from_date, to_date = _as_date(period.fr_dt_tm), _as_date(period.to_dt_tm)
+        for name, value in (("FrDtTm", from_date), ("ToDtTm", to_date)):
+            if not isinstance(value, dt.date):  # xsdata kept a text it could not convert
+                raise StatementError(f"FrToDt.{name}: {value!r} is not an ISO date and time",
+                                     [{"field": f"FrToDt.{name}", "problem": "not a date and time"}])
         from_date, to_date = min(from_date, *days), max(to_date, *days)
     return Statement(kind, report.id, _account(report.acct), from_date, to_date, lines)
 
@@ -754,6 +758,61 @@ class _EntryReader:
         return whole_rupiah(text if value is None else value, where)
 
 
+    def column_lines(self, rows: list[tuple], plan: _RowPlan) -> list[Line] | None:
+        """`row_lines` for the common entry (one transaction, every value
+        plain), a column at a time in C; None when any value is not plain,
+        and `row_lines` then reads the file (and refuses the first bad value)."""
+        if len(self.transactions) != 1 or self.booking is None or self.booking_date is None:
+            return None
+        tx = self.transactions[0]
+        if len(tx.unstructured) > 1 or tx.creditor_refs:
+            return None
+        group, currency = plan.text_group, plan.currency_group
+        amount_at = tx.amount if tx.amount is not None else self.amount
+        if currency[amount_at] is None:
+            return None
+        columns = list(zip(*rows))
+        count = len(rows)
+        currencies = columns[currency[amount_at]]
+        if currencies.count("IDR") != count:
+            return None
+        amounts = columns[group[amount_at]]
+        joined = "\n".join(amounts) + "\n"
+        if _PLAIN_AMOUNTS.fullmatch(joined) is None:
+            return None
+        amounts = list(map(int, joined.replace(".00", "").split()))
+        directions = columns[group[self.direction]]
+        if not set(directions) <= _DIRECTIONS.keys():
+            return None
+        directions = list(map(_DIRECTIONS.__getitem__, directions))
+        dates = columns[group[self.booking_date]]
+        day_of = {}
+        for text in set(dates):
+            if not text:
+                return None
+            try:
+                day_of[text] = self._booked_on_texts(text, None, 1)
+            except StatementError:
+                return None
+        days = list(map(day_of.__getitem__, dates))
+        empty = ("",) * count
+        entry_refs = columns[group[self.bank_reference]] if self.bank_reference is not None else empty
+        references = columns[group[tx.bank_reference]] if tx.bank_reference is not None else empty
+        if "" in references:
+            references = [reference or entry_ref for reference, entry_ref in zip(references, entry_refs)]
+        end_to_end = columns[group[tx.end_to_end_id]] if tx.end_to_end_id is not None else empty
+        remittances = empty
+        if tx.remittance is not None and tx.unstructured:
+            remittances = columns[group[tx.unstructured[0]]]
+        if max(map(len, references)) > 200 or max(map(len, end_to_end)) > 200 or max(map(len, remittances)) > 500:
+            return None
+        # The payment code as `_line` finds it: in the remittance, else in the end-to-end id.
+        codes = _FIRST_PAYMENT_CODE.findall("\x00".join(remittances) + "\x00")
+        if "" in codes:
+            fallback = _FIRST_PAYMENT_CODE.findall("\x00".join(end_to_end) + "\x00")
+            codes = [code or other for code, other in zip(codes, fallback)]
+        return list(map(Line, directions, amounts, days, references, end_to_end, codes, remittances))
+
     def row_lines(self, rows: list[tuple], plan: _RowPlan) -> list[Line]:
         """`lines` for every entry of a uniform file, from `plan`'s captured
         texts ("" stands for no text, as ElementTree's None): same rules,
@@ -842,6 +901,9 @@ def _row_rupiah(row: tuple, at: tuple, n: int, t: int | None, rupiah, whole_amou
 # the root only, a default namespace, entries as `<Ntry>`. Anything else
 # goes to the tree path, which reads it as before.
 
+# Amounts "150000.00", one a line; no value has a "\x00" (XML cannot carry it).
+_PLAIN_AMOUNTS = re.compile(r"(?:[1-9][0-9]{0,17}\.00\n)*")
+_FIRST_PAYMENT_CODE = re.compile(r"(?:[^\x00]*?(?<![0-9])([0-9]{11})(?![0-9]))?[^\x00]*\x00")
 _MARKUP = re.compile(r"""<(?:[^>"']|"[^"]*"|'[^']*')*>|[^<]+""")
 _START_TAG = re.compile(r"""<([^\s/>]+)((?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*(/?)>""")
 _TAG_ATTRIBUTE = re.compile(r"""(\s+)([^\s=/>]+)(\s*=\s*)(?:"([^"]*)"|'([^']*)')""")
@@ -1008,7 +1070,8 @@ def _read_camt_uniform(raw: bytes, fmt: str | None) -> Statement | None:
         attributes = plan.attribute_groups
         rows = [tuple(_xml_attribute(v) if g in attributes else _xml_text(v) for g, v in enumerate(row))
                 for row in rows]
-    return _statement(kind, bound_report, reader.row_lines(rows, plan))
+    lines = reader.column_lines(rows, plan)
+    return _statement(kind, bound_report, lines if lines is not None else reader.row_lines(rows, plan))
 
 
 # --------------------------------------------------------------- writing ----
