@@ -938,16 +938,19 @@ class _RowPlan:
     attribute_groups: frozenset  # indexes that hold attribute values
 
 
-def _row_plan(entry_text: str, reader: _EntryReader, element_count: int) -> _RowPlan | None:
+def _row_plan(entry_text: str, reader: _EntryReader | None, element_count: int | None) -> _RowPlan | None:
     """The expression matching entries marked up as `entry_text` (the first
     entry, verbatim), with groups for the texts and currencies `reader`
-    reads; None for markup it does not cover."""
-    wanted = {reader.direction, reader.amount, reader.booking_date, reader.booking_time, reader.bank_reference,
-              *reader.additional}
-    amounts = {reader.amount}
-    for tx in reader.transactions:
-        wanted |= {tx.amount, tx.bank_reference, tx.end_to_end_id, *tx.unstructured, *tx.creditor_refs}
-        amounts.add(tx.amount)
+    reads (none without a reader); None for markup it does not cover."""
+    wanted: set = set()
+    amounts: set = set()
+    if reader is not None:
+        wanted = {reader.direction, reader.amount, reader.booking_date, reader.booking_time, reader.bank_reference,
+                  *reader.additional}
+        amounts = {reader.amount}
+        for tx in reader.transactions:
+            wanted |= {tx.amount, tx.bank_reference, tx.end_to_end_id, *tx.unstructured, *tx.creditor_refs}
+            amounts.add(tx.amount)
     wanted.discard(None)
     amounts.discard(None)
     parts: list[str] = []
@@ -991,12 +994,19 @@ def _row_plan(entry_text: str, reader: _EntryReader, element_count: int) -> _Row
             groups += 1
         else:
             parts.append("[^<]*")
-    if position + 1 != element_count:
+    if element_count is not None and position + 1 != element_count:
         return None
     parts.append("()")  # always "": the text of an element written <X/>
     empty = groups
     text_group = {p: (empty if g == -1 else g) for p, g in text_group.items()}
     return _RowPlan(re.compile("".join(parts)), text_group, currency_group, frozenset(attribute_groups))
+
+
+def _entries_only(matches: list, region: str, count: int, text: str, first: int, first_end: int) -> bool:
+    """Every match holds as many "<" as the first entry and one "<Ntry>":
+    with as many matches as "<Ntry>" and no other "<" in the region, the
+    entries are exactly the matches."""
+    return len(matches) == count and region.count("<") == count * text.count("<", first, first_end)
 
 
 def _read_camt_uniform(raw: bytes, fmt: str | None) -> Statement | None:
@@ -1044,25 +1054,31 @@ def _read_camt_uniform(raw: bytes, fmt: str | None) -> Statement | None:
     if fmt is not None and kind != fmt:
         raise StatementError(f"the format was given as {fmt}, but the document is {kind}.001.{version}")
     bindings = _bindings(kind, version)
-    frame = _camt_frame(small, kind, version, bindings)
-    if frame is None:
-        return None
-    bound_report, entries, entry_class, ns = frame
-    if len(entries) != 1:
-        return None
-    elements = list(entries[0].iter())
-    reader = _EntryReader.for_shape(entries[0], elements, 1, entry_class, ns, kind, version, bindings)
+    region = text[first:last_end]
+    count = text.count("<Ntry>")
+    try:
+        frame = _camt_frame(small, kind, version, bindings)
+        if frame is None:
+            return None
+        bound_report, entries, entry_class, ns = frame
+        if len(entries) != 1:
+            return None
+        elements = list(entries[0].iter())
+        reader = _EntryReader.for_shape(entries[0], elements, 1, entry_class, ns, kind, version, bindings)
+    except StatementError:
+        # A schema error in the frame or the first entry is the file's only
+        # when nothing but entries stands between the first and the last.
+        plain = _row_plan(text[first:first_end], None, None)
+        if plain is None or not _entries_only(plain.pattern.findall(region), region, count, text, first, first_end):
+            return None
+        raise
     if reader is None:
         return None
     plan = _row_plan(text[first:first_end], reader, len(elements))
     if plan is None:
         return None
-    region = text[first:last_end]
     rows = plan.pattern.findall(region)
-    count = text.count("<Ntry>")
-    # Every match holds as many "<" as the first entry and one "<Ntry>":
-    # with no other "<" in the region, the entries are exactly the matches.
-    if len(rows) != count or region.count("<") != count * text.count("<", first, first_end):
+    if not _entries_only(rows, region, count, text, first, first_end):
         return None
     if not isinstance(rows[0], tuple):
         rows = [(value,) for value in rows]
