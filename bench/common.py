@@ -157,7 +157,7 @@ def pgbench_tpcb(server: Server, *, clients: int, seconds: int, scale: int = 10)
     else:
         conn_args += ["-h", url.hostname or "127.0.0.1", "-p", str(url.port or 5432)]
     dbname = "pgbench_db"
-    subprocess.run([str(Path(pgbench_binary()).with_name("createdb")), *conn_args, dbname], capture_output=True)
+    subprocess.run([str(Path(pgbench_binary()).with_name("createdb")), *conn_args, dbname], check=False, capture_output=True)  # it may exist already
     subprocess.run([pgbench_binary(), *conn_args, "-i", "-q", "-s", str(scale), dbname], check=True, capture_output=True)
     out = subprocess.run(
         [pgbench_binary(), *conn_args, "-c", str(clients), "-j", "2", "-T", str(seconds), "-n", dbname],

@@ -13,7 +13,15 @@ import aiohttp
 from bank_adapters.iso8583.client import Iso8583Client
 from bank_adapters.snap import protocol
 from bank_adapters.snap.client import Credentials, SnapClient
-from bench.common import settle_after_setup, CpuMeter, Server, bpu_bills, closed_loop, free_port, subprocess_server
+from bench.common import (
+    CpuMeter,
+    Server,
+    bpu_bills,
+    closed_loop,
+    free_port,
+    settle_after_setup,
+    subprocess_server,
+)
 from gateway.store import database
 
 ADMIN_TOKEN = "adm_bench_token"

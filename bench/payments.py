@@ -16,7 +16,14 @@ from __future__ import annotations
 import itertools
 
 from bank_adapters.base import PayCommand, PayOutcome
-from bench.common import settle_after_setup, Server, bpu_bills, closed_loop, pgbench_tpcb, postgres_cpu_s
+from bench.common import (
+    Server,
+    bpu_bills,
+    closed_loop,
+    pgbench_tpcb,
+    postgres_cpu_s,
+    settle_after_setup,
+)
 from gateway.service.payments import PaymentsService
 from gateway.store import database
 

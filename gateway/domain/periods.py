@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 from gateway.domain.money import DomainError, require_int
@@ -122,3 +122,9 @@ def due_date(period: Period, segment: Segment | str) -> date:
     segment = parse_segment(segment)
     billing_month = period.next() if segment is Segment.PU else period
     return next_working_day(date(billing_month.year, billing_month.month, DUE_DAY_OF_MONTH))
+
+
+def bill_expires_at(due: date, expiry_days_after_due: int) -> datetime:
+    """When a bill due on `due` stops being payable: the start of the day
+    (Asia/Pontianak) after the `expiry_days_after_due`-th day past its due date."""
+    return datetime.combine(due + timedelta(days=expiry_days_after_due + 1), time(), WIB)

@@ -13,7 +13,7 @@ import asyncpg
 
 from gateway.domain import codes, coverage, dues
 from gateway.domain.money import DomainError
-from gateway.domain.periods import WIB, Period, due_date
+from gateway.domain.periods import WIB, Period, bill_expires_at, due_date
 from gateway.domain.regencies import regency_by_code
 from gateway.service.errors import Conflict, Invalid, NotFound
 from gateway.store.ledger import write_events, write_events_many
@@ -314,6 +314,27 @@ async def _submit_wage_report(
     return pu_bill_id, bpu_ids
 
 
+BILL_LINE_COLUMNS = [
+    "bill_id", "line_no", "npp", "participant_id", "program", "basis_rupiah", "employer_rupiah",
+    "worker_rupiah", "government_rupiah", "late_fee_source_bill_id", "late_fee_months",
+]
+
+
+def _nothing_to_bill(period: Period) -> Invalid:
+    """A wage so small that every due rounds to Rp0 leaves nothing to pay:
+    refused naming the wage rather than issued as an unpayable bill."""
+    return Invalid.field(
+        "wage",
+        f"the {period} dues round to Rp0 (wage too small to bill); report a real monthly wage in whole rupiah",
+    )
+
+
+def _bill_created(payment_code: str, npp: str, period: Period, kind: str, total: int, due: dt.date) -> dict:
+    """The bill.created event's payload."""
+    return {"payment_id": None, "payment_code": payment_code, "npp": npp, "period": str(period), "kind": kind,
+            "total_rupiah": total, "due_date": due.isoformat()}
+
+
 async def _insert_bpu_bills(
     conn: asyncpg.Connection,
     npp: str,
@@ -336,13 +357,9 @@ async def _insert_bpu_bills(
         return []
     totals = {pid: sum(line[3] + line[4] for line in lines) for pid, lines in bills}
     if min(totals.values()) <= 0:
-        # Refused as _insert_bill refuses a PU bill that rounds to nothing.
-        raise Invalid.field(
-            "wage",
-            f"the {period} dues round to Rp0 (wage too small to bill); report a real monthly wage in whole rupiah",
-        )
+        raise _nothing_to_bill(period)
     due = due_date(period, dues.Segment.BPU)
-    expires_at = dt.datetime.combine(due + dt.timedelta(days=expiry_days_after_due + 1), dt.time(), WIB)
+    expires_at = bill_expires_at(due, expiry_days_after_due)
     payment_codes = await _next_payment_codes(conn, len(bills))
     issued = await conn.fetch(
         """insert into bills (payment_code, npp, kind, participant_id, period, due_date, expires_at, total_rupiah, line_count)
@@ -362,19 +379,14 @@ async def _insert_bpu_bills(
             for bill in issued
             for n, line in enumerate(lines_of[bill["participant_id"]], start=1)
         ],
-        columns=[
-            "bill_id", "line_no", "npp", "participant_id", "program", "basis_rupiah", "employer_rupiah",
-            "worker_rupiah", "government_rupiah", "late_fee_source_bill_id", "late_fee_months",
-        ],
+        columns=BILL_LINE_COLUMNS,
     )
     await write_events_many(
         conn,
         npp,
         "bill.created",
         [
-            {"payment_id": None, "payment_code": bill["payment_code"], "npp": npp, "period": str(period), "kind": "BPU",
-             "total_rupiah": bill["total_rupiah"], "due_date": due.isoformat()}
-            for bill in issued
+            _bill_created(bill["payment_code"], npp, period, "BPU", bill["total_rupiah"], due) for bill in issued
         ],
     )
     return [bill["id"] for bill in issued]
@@ -417,14 +429,9 @@ async def _insert_bill(
 ) -> int:
     total = sum(line[3] + line[4] for line in lines)
     if total <= 0:
-        # A wage so small that every due rounds to Rp0 leaves nothing to pay:
-        # refuse it naming the wage rather than issue an unpayable bill.
-        raise Invalid.field(
-            "wage",
-            f"the {period} dues round to Rp0 (wage too small to bill); report a real monthly wage in whole rupiah",
-        )
+        raise _nothing_to_bill(period)
     (payment_code,) = await _next_payment_codes(conn, 1)
-    expires_at = dt.datetime.combine(due + dt.timedelta(days=expiry_days_after_due + 1), dt.time(), WIB)
+    expires_at = bill_expires_at(due, expiry_days_after_due)
     bill_id = await conn.fetchval(
         """insert into bills (payment_code, npp, kind, participant_id, period, due_date, expires_at, total_rupiah, line_count)
            values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning id""",
@@ -441,17 +448,13 @@ async def _insert_bill(
     await conn.copy_records_to_table(
         "bill_lines",
         records=[(bill_id, n, npp, *line) for n, line in enumerate(lines, start=1)],
-        columns=[
-            "bill_id", "line_no", "npp", "participant_id", "program", "basis_rupiah", "employer_rupiah",
-            "worker_rupiah", "government_rupiah", "late_fee_source_bill_id", "late_fee_months",
-        ],
+        columns=BILL_LINE_COLUMNS,
     )
     await write_events(
         conn,
         npp,
         "bill.created",
-        {"payment_id": None, "payment_code": payment_code, "npp": npp, "period": str(period), "kind": kind,
-         "total_rupiah": total, "due_date": due.isoformat()},
+        _bill_created(payment_code, npp, period, kind, total, due),
         [],
     )
     return bill_id

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from gateway.domain import codes, dues
-from gateway.domain.periods import WIB, Period, Segment, due_date
+from gateway.domain.periods import WIB, Period, Segment, bill_expires_at, due_date
 
 # Sorts and hashes over a chunk's rows (a million participants) stay in
 # memory instead of spilling to temporary files; set for the billing
@@ -226,10 +226,6 @@ class _Turns:
         self._done[chunk].set()
 
 
-def _expires_at(due: dt.date, expiry_days_after_due: int) -> dt.datetime:
-    return dt.datetime.combine(due + dt.timedelta(days=expiry_days_after_due + 1), dt.time(), WIB)
-
-
 def _programs_per_size() -> tuple[list[str], list[int]]:
     """Each size class and how many programs it enrols. The SQL numbers lines
     by program position, which holds because every size class enrols a prefix
@@ -340,7 +336,7 @@ async def bill_employers(
             laps("draw_codes")
             status = await conn.execute(
                 _INSERT_BILLS_SQL, ids, payment_codes, str(period), pu_due, bpu_due,
-                _expires_at(pu_due, expiry_days_after_due), _expires_at(bpu_due, expiry_days_after_due),
+                bill_expires_at(pu_due, expiry_days_after_due), bill_expires_at(bpu_due, expiry_days_after_due),
             )
             if int(status.split()[-1]) != count:  # cannot happen; would leave drawn ids unused
                 raise RuntimeError(f"{count} bills numbered, {status} written")

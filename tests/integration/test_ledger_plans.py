@@ -21,6 +21,7 @@ from gateway.service.payments import PaymentsService
 from gateway.store import database
 from tests.conftest import make_nik
 
+BILL_TABLES = ("bills", "bill_lines")
 LEDGER_TABLES = ("payments", "journal_entries", "postings", "reversal_tombstones", "coverage_months")
 # What migration 0013 set, removed again (the control).
 RESET_SQL = """
@@ -31,20 +32,22 @@ RESET_SQL = """
 """
 
 
-async def _scan_counters(pool: asyncpg.Pool, payer: asyncpg.Connection, inserted: int) -> dict[str, tuple[int, int]]:
-    """(sequential scans, index scans) per ledger table once the paying
-    backend has flushed its statistics (it is told to flush at its next idle
-    moment; we wait until its inserts are counted)."""
-    await payer.execute("select pg_stat_force_next_flush()")
+async def _scan_counters(
+    pool: asyncpg.Pool, conn: asyncpg.Connection, tables, *, counted: str, inserted: int
+) -> dict[str, tuple[int, int]]:
+    """(sequential scans, index scans) per table once `conn`'s backend has
+    flushed its statistics (it is told to flush at its next idle moment; we
+    wait until `counted` shows `inserted` rows)."""
+    await conn.execute("select pg_stat_force_next_flush()")
     for _ in range(300):
-        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = 'payments'") >= inserted:
+        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = $1", counted) >= inserted:
             break
         await asyncio.sleep(0.05)
     else:
-        raise AssertionError("the paying backend never reported its statistics")
+        raise AssertionError("the backend never reported its statistics")
     rows = await pool.fetch(
         "select relname, seq_scan, coalesce(idx_scan, 0) as idx_scan from pg_stat_user_tables where relname = any($1)",
-        list(LEDGER_TABLES),
+        list(tables),
     )
     return {r["relname"]: (r["seq_scan"], r["idx_scan"]) for r in rows}
 
@@ -56,7 +59,7 @@ async def _burst(database_url: str, pool: asyncpg.Pool, bills: list, clock, firs
     try:
         async with one.acquire() as conn:
             already = await pool.fetchval("select count(*) from payments")
-            before = await _scan_counters(pool, conn, already)
+            before = await _scan_counters(pool, conn, LEDGER_TABLES, counted="payments", inserted=already)
         service = PaymentsService(one, clock=clock)
         results = await asyncio.gather(*(
             service.pay(PayCommand(b.payment_code, b.total_rupiah, "test:BANK", f"k{first_key + n}", f"R{n}"))
@@ -65,7 +68,7 @@ async def _burst(database_url: str, pool: asyncpg.Pool, bills: list, clock, firs
         await service.close()
         assert [r.outcome for r in results] == [PayOutcome.POSTED] * len(bills)
         async with one.acquire() as conn:
-            after = await _scan_counters(pool, conn, already + len(bills))
+            after = await _scan_counters(pool, conn, LEDGER_TABLES, counted="payments", inserted=already + len(bills))
     finally:
         await one.close()
     assert sum(after[t][1] - before[t][1] for t in LEDGER_TABLES) > 0, "the payments used no index at all"
@@ -109,27 +112,16 @@ async def test_wage_reports_after_analyzing_an_empty_bills_table_scan_no_bill(da
     one = await database.create_pool(database_url, size_min=1, size_max=1)
     try:
         async with one.acquire() as conn:
-            before = await _table_scans(pool, conn, ("bills", "bill_lines"))
+            before = await _scan_counters(pool, conn, BILL_TABLES, counted="bills", inserted=0)
             for employer in employers:
                 async with conn.transaction():
                     pu, bpu = await employer_service.submit_wage_report(conn, employer, period, {}, clock(), 90)
                 assert pu is not None and len(bpu) == 3
-            after = await _table_scans(pool, conn, ("bills", "bill_lines"), bills_inserted=8 * 4)
+            after = await _scan_counters(pool, conn, BILL_TABLES, counted="bills", inserted=8 * 4)
             # The setting is the report's own: the connection's next statements plan freely again.
             assert await conn.fetchval("select current_setting('enable_seqscan')") == "on"
     finally:
         await one.close()
-    assert {t: after[t] - before[t] for t in after} == {"bills": 0, "bill_lines": 0}
+    assert {t: after[t][0] - before[t][0] for t in BILL_TABLES} == {"bills": 0, "bill_lines": 0}
     assert await pool.fetchval("select count(*) from bills") == 32
 
-
-async def _table_scans(pool, conn, tables, bills_inserted: int = 0) -> dict[str, int]:
-    await conn.execute("select pg_stat_force_next_flush()")
-    for _ in range(300):
-        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = 'bills'") >= bills_inserted:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the reporting backend never reported its statistics")
-    rows = await pool.fetch("select relname, seq_scan from pg_stat_user_tables where relname = any($1)", list(tables))
-    return {r["relname"]: r["seq_scan"] for r in rows}
