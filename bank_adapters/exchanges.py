@@ -11,7 +11,6 @@ holds no money. Limits, with units: `rows_per_insert_max`, `inserts_in_flight_ma
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ import asyncpg
 import pydantic_core
 from aiohttp import web
 
-from bank_adapters.grouping import MicroBatcher, settle
+from bank_adapters.grouping import MicroBatcher, settle, settle_all
 
 REQUEST_BODY_CHARS_MAX = 16_384
 
@@ -104,8 +103,7 @@ class ExchangeLog(MicroBatcher):
         try:
             await self.pool.execute(_INSERT, *(list(c) for c in columns))
         except BaseException as error:  # every waiter hears the outcome
-            for _, future in group:
-                settle(future, error=error if isinstance(error, Exception) else asyncio.CancelledError())
+            settle_all((future for _, future in group), error)
             if not isinstance(error, Exception):
                 raise
             return

@@ -79,3 +79,11 @@ def settle(future: asyncio.Future, *, result: Any = None, error: BaseException |
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def settle_all(futures, error: BaseException) -> None:
+    """Every waiter hears `error`; a cancellation (not an Exception) reaches
+    them as CancelledError, so that nobody waits forever."""
+    answer = error if isinstance(error, Exception) else asyncio.CancelledError()
+    for future in futures:
+        settle(future, error=answer)

@@ -6,7 +6,6 @@ code works whatever codecs the gateway registers on its pool.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import secrets
@@ -16,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from bank_adapters.exchanges import ExchangeRow
-from bank_adapters.grouping import MicroBatcher, settle
+from bank_adapters.grouping import MicroBatcher, settle, settle_all
 from bank_adapters.snap import protocol
 
 CLIENT_SECRET_BYTES = 32
@@ -199,8 +198,7 @@ class Authorizer(MicroBatcher):
             rows = await self.pool.fetch("select * from snap_authorize($1, $2, $3, $4, $5, $6, $7)", *columns)
             assert len(rows) == len(group), (len(rows), len(group))
         except BaseException as error:  # every waiter hears the outcome
-            for _, future in group:
-                settle(future, error=error if isinstance(error, Exception) else asyncio.CancelledError())
+            settle_all((future for _, future in group), error)
             if not isinstance(error, Exception):
                 raise
             return

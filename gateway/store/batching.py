@@ -33,7 +33,7 @@ from collections.abc import Callable
 import asyncpg
 
 from bank_adapters.base import PayCommand
-from bank_adapters.grouping import MicroBatcher, settle
+from bank_adapters.grouping import MicroBatcher, settle, settle_all
 
 _BATCH_SQL = """
 select t.n, r.*
@@ -97,8 +97,7 @@ class PostingBatcher(MicroBatcher):
             await asyncio.gather(*(self._execute_one(item) for item in batch))
             return
         except BaseException as error:  # cancellation: nobody may wait forever
-            for _, _, future in batch:
-                settle(future, error=error if isinstance(error, Exception) else asyncio.CancelledError())
+            settle_all((future for _, _, future in batch), error)
             raise
         self.batches += 1
         self.items += len(batch)

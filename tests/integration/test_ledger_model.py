@@ -16,7 +16,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from bank_adapters.base import PayCommand, PayOutcome, ReverseCommand, ReverseOutcome, StatusOutcome
 from gateway.domain.periods import WIB, Period
-from gateway.service import employers as employer_service
 from gateway.service.payments import PaymentsService
 from tests.conftest import BillFactory, TestClock
 from tests.integration.ledger_checks import assert_ledger_invariants
