@@ -121,9 +121,9 @@ class CpuMeter:
 
 
 # The tables the bill setup (bpu_bills) fills. The ledger tables (payments,
-# journal_entries, postings, coverage_months, coverage_deltas) are left
-# alone: analyzed while empty, their statistics say "no rows" and cached
-# plans scan them whole as they grow during the run (docs/performance.md).
+# journal_entries, postings, coverage_months, coverage_deltas) are left as a
+# fresh deployment has them, never analyzed; bench/payments.py also measures
+# them analyzed while empty (the go-live burst, docs/performance.md).
 SETTLE_SETUP_SQL = "vacuum analyze employers, participants, participant_coverage, accounts, bills, bill_lines, outbox"
 
 
@@ -131,6 +131,18 @@ async def settle_after_setup(pool: asyncpg.Pool) -> None:
     """VACUUM ANALYZE what the setup loaded, as pgbench -i does, so that
     autovacuum catching up with the load does not run during the measurement."""
     await pool.execute(SETTLE_SETUP_SQL)
+
+
+async def settle_between_phases(url: str) -> None:
+    """VACUUM ANALYZE the whole database between two measured phases, so that
+    autovacuum catching up with one phase's writes is not counted against the
+    next. Whole-database ANALYZE is harmless to the payment paths since
+    migration 0013 (tests/integration/test_ledger_plans.py)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("vacuum analyze")
+    finally:
+        await conn.close()
 
 
 def start_server(database_url: str | None) -> Server:
