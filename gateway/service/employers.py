@@ -15,7 +15,7 @@ from gateway.domain import codes, coverage, dues
 from gateway.domain.money import DomainError
 from gateway.domain.periods import WIB, Period, bill_expires_at, due_date
 from gateway.domain.regencies import regency_by_code
-from gateway.service.errors import Conflict, Invalid, NotFound
+from gateway.service.errors import Conflict, Invalid, NotFound, ServiceError
 from gateway.store.ledger import write_events, write_events_many
 
 API_KEY_PREFIX = "kanal_sk_"
@@ -242,7 +242,13 @@ async def submit_wage_report(
     analyzed empty (migration 0015 says why)."""
     previous = await conn.fetchval("select current_setting('enable_seqscan')")
     await conn.execute("select set_config('enable_seqscan', 'off', true)")
-    issued = await _submit_wage_report(conn, employer, period_text, wage_overrides, now, expiry_days_after_due)
+    try:
+        issued = await _submit_wage_report(conn, employer, period_text, wage_overrides, now, expiry_days_after_due)
+    except ServiceError:
+        # A refusal leaves the transaction usable: the caller may go on in it.
+        # (A database error aborts it, and the setting goes with it.)
+        await conn.execute("select set_config('enable_seqscan', $1, true)", previous)
+        raise
     await conn.execute("select set_config('enable_seqscan', $1, true)", previous)
     return issued
 

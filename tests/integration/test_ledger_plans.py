@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from bank_adapters.base import PayCommand, PayOutcome
 from gateway.domain.periods import Period
 from gateway.service import employers as employer_service
+from gateway.service.errors import Conflict
 from gateway.service.payments import PaymentsService
 from gateway.store import database
 from tests.conftest import make_nik
@@ -118,8 +120,13 @@ async def test_wage_reports_after_analyzing_an_empty_bills_table_scan_no_bill(da
                     pu, bpu = await employer_service.submit_wage_report(conn, employer, period, {}, clock(), 90)
                 assert pu is not None and len(bpu) == 3
             after = await _scan_counters(pool, conn, BILL_TABLES, counted="bills", inserted=8 * 4)
-            # The setting is the report's own: the connection's next statements plan freely again.
+            # The setting is the report's own: the connection's next statements plan freely again,
+            # also in a transaction that goes on after a refused report.
             assert await conn.fetchval("select current_setting('enable_seqscan')") == "on"
+            async with conn.transaction():
+                with pytest.raises(Conflict):
+                    await employer_service.submit_wage_report(conn, employers[0], period, {}, clock(), 90)
+                assert await conn.fetchval("select current_setting('enable_seqscan')") == "on"
     finally:
         await one.close()
     assert {t: after[t][0] - before[t][0] for t in BILL_TABLES} == {"bills": 0, "bill_lines": 0}
