@@ -25,6 +25,10 @@ EventType = Literal["bill.created", "payment.posted", "payment.reversed", "cover
 EVENT_TYPES: tuple[str, ...] = ("bill.created", "payment.posted", "payment.reversed", "coverage.changed")
 URL_CHARS_MAX = 2048
 PARTNER_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,36}$"
+# Allowed by the pattern, refused by the code: in a URL path "." and ".."
+# mean "this folder" and "the folder above", so such a partner could never be
+# addressed (/api/v1/partners/../conformance is /api/v1/conformance).
+DOT_SEGMENT_PARTNER_IDS = frozenset({".", ".."})
 # Documents what _check_url enforces: no whitespace, no control characters.
 URL_PATTERN = r"^https?://[^\s\u0000-\u001f\u007f]+$"
 # PostgreSQL text cannot hold NUL: refused with a 422 naming the field.

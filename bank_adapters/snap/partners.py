@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from bank_adapters.snap import protocol, store
+from schemas.callbacks import DOT_SEGMENT_PARTNER_IDS
 
 PROFILE_FALLBACK = "generic"
 TIMESTAMP_TOLERANCE_S_MAX = 86_400
@@ -117,6 +118,8 @@ async def register(pool: asyncpg.Pool, request: PartnerRequest, *, tolerance_def
     """Validate, fill from the profile, insert; the result holds the new client secret."""
     if not _PARTNER_ID.fullmatch(request.partner_id):
         raise RegistrationError("partner_id", "must be 1 to 36 letters, digits, '_', '.' or '-'")
+    if request.partner_id in DOT_SEGMENT_PARTNER_IDS:
+        raise RegistrationError("partner_id", f"{request.partner_id!r} cannot be used: in a URL path it means a folder, not a partner")
     if not 1 <= len(request.client_key) <= 128:
         raise RegistrationError("client_key", "must be 1 to 128 characters")
     try:

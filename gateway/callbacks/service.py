@@ -18,6 +18,7 @@ from gateway.service.errors import Conflict, Invalid, NotFound
 # The wire models live in schemas/ (they also make /openapi.json); re-exported
 # here under the names the CLI and tests already use.
 from schemas.callbacks import (  # noqa: F401
+    DOT_SEGMENT_PARTNER_IDS,
     EVENT_TYPES,
     PARTNER_ID_PATTERN,
     URL_CHARS_MAX,
@@ -44,6 +45,8 @@ def parse(model: type[BaseModel], data: Any) -> Any:
 def check_partner_id(partner_id: str) -> str:
     if not PARTNER_ID.fullmatch(partner_id):
         raise Invalid.field("partner_id", "must be 1 to 36 letters, digits, '.', '_' or '-'")
+    if partner_id in DOT_SEGMENT_PARTNER_IDS:
+        raise Invalid.field("partner_id", f"{partner_id!r} cannot be used: in a URL path it means a folder, not a partner")
     return partner_id
 
 

@@ -8,6 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 
+import pytest
 from click.testing import CliRunner
 
 
@@ -76,3 +77,13 @@ async def test_inbound_faults_from_the_command_line_and_precise_errors(callback_
     unknown = await run(database_url, "callbacks", "add", "--employer", "ZZ999999", "--url", "http://127.0.0.1:9/x", "--event", "bill.created")
     assert unknown.returncode == 1 and "no employer ZZ999999" in unknown.stderr
     assert await callback_gateway.pool.fetchval("select count(*) from callback_endpoints") == 0
+
+
+@pytest.mark.parametrize("partner", [".", ".."])
+async def test_a_partner_id_that_a_url_path_would_resolve_away_is_refused(callback_gateway, database_url, pool, partner):
+    """`..` matches the partner-id characters, but /api/v1/partners/../conformance
+    is /api/v1/conformance: such a partner could never be addressed."""
+    added = await run(database_url, "callbacks", "add", "--partner", partner, "--url", "https://bank.example/hook",
+                      "--event", "bill.created")
+    assert added.returncode == 1 and "partner_id" in added.stderr and "URL path" in added.stderr
+    assert await pool.fetchval("select count(*) from callback_endpoints") == 0

@@ -8,8 +8,10 @@ import json
 import os
 import sys
 
+import pytest
 from snap_support import key_pair
 
+from bank_adapters.snap import protocol
 from bank_adapters.snap.client import Credentials, SnapClient
 
 
@@ -93,3 +95,19 @@ async def test_every_exchange_is_recorded_with_its_verdict_and_rule(gateway_serv
     ]
     token = await bank.token()
     assert all(token not in r["headers"] for r in rows)
+
+
+@pytest.mark.parametrize("partner", [".", ".."])
+async def test_a_partner_id_that_a_url_path_would_resolve_away_is_refused(gateway_server, partner):
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{gateway_server.url}/snap/admin/partners",
+            json={"partner_id": partner, "client_key": "k", "public_key": protocol.generate_key_pair()[1]},
+            headers={"Authorization": f"Bearer {gateway_server.admin_token}"},
+        ) as response:
+            assert response.status == 400
+            body = await response.json()
+    assert body["field"] == "partner_id" and "URL path" in body["error"]
+    assert await gateway_server.pool.fetchval("select count(*) from snap_partners") == 0
