@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from bank_adapters import faults
 from bank_adapters.base import AdapterContext
 from bank_adapters.exchanges import ExchangeLog, ExchangeRow
+from schemas.callbacks import DOT_SEGMENT_PARTNER_IDS, PARTNER_ID_PATTERN
 
 from .handler import FaultSettings, Handler, Limits, acquirer_code
 from .profile import Profile, load_profile, parse_bool
@@ -99,9 +101,11 @@ def parse_partner_ids(text: str) -> Mapping[str, str]:
     mapping: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         acquirer, sep, partner_id = (x.strip() for x in item.partition("="))
-        if not sep or not acquirer.isdigit() or not partner_id or len(partner_id) > 36:
+        if (not sep or not acquirer.isdigit() or not re.fullmatch(PARTNER_ID_PATTERN, partner_id)
+                or partner_id in DOT_SEGMENT_PARTNER_IDS):
             raise SettingsError(
-                f"iso8583 setting partner_ids item {item!r}: expected ACQUIRER=PARTNER_ID, e.g. 123=BANKKALBAR"
+                f"iso8583 setting partner_ids item {item!r}: expected ACQUIRER=PARTNER_ID, e.g. 123=BANKKALBAR "
+                "(a partner id is 1 to 36 letters, digits, '_', '.' or '-', and not '.' or '..')"
             )
         mapping[acquirer_code(acquirer)] = partner_id
     return mapping

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -300,3 +301,13 @@ def test_a_profile_cannot_drop_a_field_the_handler_relies_on():
     raw["required_fields"]["0400"].remove("90")
     with pytest.raises(ProfileError, match="required_fields.0400 must include 90"):
         profile_from_dict(raw)
+
+
+def test_partner_ids_setting_reads_acquirers_and_refuses_ids_no_url_could_reach():
+    from bank_adapters.iso8583 import parse_partner_ids
+    from bank_adapters.iso8583.server import SettingsError
+
+    assert parse_partner_ids(" 123=BANKKALBAR, 456=bank.two ") == {"123": "BANKKALBAR", "456": "bank.two"}
+    for item in ("123=..", "123=.", "123=BANK X", "123=a/b", "abc=BANK", "123="):
+        with pytest.raises(SettingsError, match=f"partner_ids item {re.escape(repr(item))}"):
+            parse_partner_ids(item)
