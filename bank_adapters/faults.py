@@ -29,6 +29,8 @@ from enum import StrEnum
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
+from bank_adapters.grouping import MicroBatcher, settle, settle_all
+
 MAGIC_CODE_PREFIX = "999999999"
 
 
@@ -156,6 +158,49 @@ def plan(
 async def load_profile(pool: asyncpg.Pool | asyncpg.Connection, partner_id: str) -> InboundFaults:
     text = await pool.fetchval("select profile::text from partner_inbound_faults where partner_id = $1", partner_id)
     return InboundFaults.model_validate_json(text) if text else InboundFaults()
+
+
+class ProfileReader(MicroBatcher):
+    """The partners' inbound fault profiles for concurrent messages, read in
+    one statement per group (a round trip costs PostgreSQL more than the
+    primary-key lookup it carries). A read is made after the call, so each
+    call sees every profile committed before it, as a read of its own would.
+    Limits, with units: `reads_per_group_max`, `groups_in_flight_max`."""
+
+    task_name = "kanal-fault-profiles"
+
+    def __init__(self, pool: asyncpg.Pool, *, reads_per_group_max: int = 128, groups_in_flight_max: int = 2) -> None:
+        super().__init__(group_size_max=reads_per_group_max, group_wait_ms=0, groups_in_flight_max=groups_in_flight_max)
+        self.pool = pool
+
+    async def read(self, partner_id: str) -> InboundFaults:
+        return await self._submit(partner_id)
+
+    async def _execute(self, group: list[tuple]) -> None:
+        try:
+            rows = await self.pool.fetch(
+                "select partner_id, profile::text as profile from partner_inbound_faults where partner_id = any($1::text[])",
+                list({partner_id for partner_id, _ in group}),
+            )
+        except BaseException as error:  # every waiter hears the outcome
+            settle_all((future for _, future in group), error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        texts = {row["partner_id"]: row["profile"] for row in rows}
+        profiles: dict[str, InboundFaults | Exception] = {}
+        for partner_id, future in group:
+            if partner_id not in profiles:
+                text = texts.get(partner_id)
+                try:
+                    profiles[partner_id] = InboundFaults.model_validate_json(text) if text else InboundFaults()
+                except Exception as error:  # noqa: BLE001 - handed to the caller, as load_profile raises it
+                    profiles[partner_id] = error
+            found = profiles[partner_id]
+            if isinstance(found, Exception):
+                settle(future, error=found)
+            else:
+                settle(future, result=found)
 
 
 async def store_profile(conn: asyncpg.Connection | asyncpg.Pool, partner_id: str, profile: InboundFaults) -> None:

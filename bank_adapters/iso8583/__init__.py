@@ -63,7 +63,7 @@ class Iso8583Adapter:
         limits = ServerLimits.from_settings(settings)
         pool = context.pool
         fault_settings = FaultSettings(
-            profile_of=lambda partner_id: faults.load_profile(pool, partner_id),
+            profile_of=faults.ProfileReader(pool).read,
             sandbox=parse_bool("sandbox", settings.get("sandbox", context.sandbox)),
             magic_latency_ms=whole_setting("magic_latency_ms", settings.get("magic_latency_ms", "3000"), 0, 60_000),
             partner_ids=parse_partner_ids(str(settings.get("partner_ids", ""))),
