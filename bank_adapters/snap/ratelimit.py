@@ -22,10 +22,6 @@ class RateLimiter:
         tokens, last = self._buckets.get(key, (capacity, now))
         return min(capacity, tokens + (now - last) * requests_per_second_max)
 
-    def would_allow(self, key: str, requests_per_second_max: float) -> bool:
-        """Whether `allow` would let a request through now, taking nothing."""
-        return self._tokens(key, requests_per_second_max, time.monotonic()) >= 1.0
-
     def allow(self, key: str, requests_per_second_max: float) -> bool:
         """Take one token; the bucket holds at most one second's worth (at least 1)."""
         now = time.monotonic()
@@ -37,3 +33,10 @@ class RateLimiter:
             self._buckets.clear()  # bounded memory; forgetting only makes the limit lenient
         self._buckets[key] = (tokens, now)
         return allowed
+
+    def give_back(self, key: str, requests_per_second_max: float) -> None:
+        """Return the token `allow` took, for a request refused before the
+        rate limit would have been checked (it never counted)."""
+        now = time.monotonic()
+        capacity = max(1.0, float(requests_per_second_max))
+        self._buckets[key] = (min(capacity, self._tokens(key, requests_per_second_max, now) + 1.0), now)

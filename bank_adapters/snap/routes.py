@@ -306,23 +306,28 @@ class SnapServer:
         # The checks that need no database are decided first, so that the
         # token, the fault profile, the external id claim and the VA's last
         # inquiry take one round trip; the claim is only made when they
-        # passed. The refusals below keep their order.
-        checks_pass = signature_ok and abs(skew_s) <= partner.timestamp_tolerance_s and self.limiter.would_allow(partner.partner_id, rate)
+        # passed, the rate limit's token included: it is taken now (and given
+        # back if the token checks refuse the request), so that no request
+        # answered 429 has claimed its external id. The refusals below keep
+        # their order.
+        rate_taken = (
+            signature_ok and abs(skew_s) <= partner.timestamp_tolerance_s and self.limiter.allow(partner.partner_id, rate)
+        )
         fingerprint = f"{request.path}:{body_sha256}"
         day = protocol.wib_day(timestamp)
         va = _raw_virtual_account(body_text) if exchange.service_code == protocol.SERVICE_PAYMENT else None
         found = await self.authorizer.authorize(
             token, partner.partner_id,
-            claim=checks_pass, day=day, external_id=external_id, fingerprint=fingerprint, virtual_account_no=va,
+            claim=rate_taken, day=day, external_id=external_id, fingerprint=fingerprint, virtual_account_no=va,
         )
-        owner = found.owner
-        if owner is None:
-            raise Refusal(protocol.INVALID_TOKEN, "token-unknown", "", {"reason": "no such access token; get one from service 73"})
-        if owner.expired:
-            raise Refusal(protocol.INVALID_TOKEN, "token-expired", "", {"reason": f"the token expired ({self.settings.token_ttl_s} s lifetime)"})
-        if owner.partner_id != partner.partner_id:
-            raise Refusal(protocol.INVALID_TOKEN, "token-partner", "", {"reason": "the token was issued to another partner"})
-        self._check_rate(partner)
+        try:
+            self._check_token(found.owner, partner)
+        except Refusal:
+            if rate_taken:
+                self.limiter.give_back(partner.partner_id, rate)
+            raise
+        if not rate_taken:
+            self._check_rate(partner)
         self._check_timestamp_window(partner, skew_s)
         if not signature_ok:
             length = 88 if partner.signature_encoding == "base64" else 128
@@ -338,8 +343,8 @@ class SnapServer:
             raise Refusal(protocol.UNAUTHORIZED, "signature", "Signature", extra)
         claimed, inquiry_id = found.claimed, found.inquiry_request_id
         if claimed is None:
-            # The rate limit refilled between the look before the round trip
-            # and the take after it: claim now.
+            # The rate limit's token was not free before the round trip but
+            # was at the check after it (it refilled meanwhile): claim now.
             again = await self.authorizer.authorize(
                 token, partner.partner_id,
                 claim=True, day=day, external_id=external_id, fingerprint=fingerprint, virtual_account_no=va,
@@ -365,6 +370,14 @@ class SnapServer:
         if exchange.plan.before is not None:
             raise InjectedFault(exchange.plan.before)
         return partner
+
+    def _check_token(self, owner: store.TokenOwner | None, partner: store.Partner) -> None:
+        if owner is None:
+            raise Refusal(protocol.INVALID_TOKEN, "token-unknown", "", {"reason": "no such access token; get one from service 73"})
+        if owner.expired:
+            raise Refusal(protocol.INVALID_TOKEN, "token-expired", "", {"reason": f"the token expired ({self.settings.token_ttl_s} s lifetime)"})
+        if owner.partner_id != partner.partner_id:
+            raise Refusal(protocol.INVALID_TOKEN, "token-partner", "", {"reason": "the token was issued to another partner"})
 
     def _check_rate(self, partner: store.Partner) -> None:
         rate = partner.requests_per_second_max or self.settings.requests_per_second_max
@@ -605,7 +618,12 @@ def _raw_virtual_account(body_text: str) -> str | None:
     except ValueError:
         return None
     value = body.get("virtualAccountNo") if isinstance(body, dict) else None
-    return value if isinstance(value, str) and len(value) <= 64 else None
+    # Only plain text goes into the shared statement: a NUL or a lone
+    # surrogate (JSON escapes) would fail the statement for every request
+    # grouped with this one. Anything else is refused by validation anyway.
+    if isinstance(value, str) and len(value) <= 64 and value.isascii() and value.isprintable():
+        return value
+    return None
 
 
 async def _read_body(request: web.Request, body_bytes_max: int) -> str:

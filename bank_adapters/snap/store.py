@@ -6,6 +6,7 @@ code works whatever codecs the gateway registers on its pool.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import secrets
@@ -195,15 +196,24 @@ class Authorizer(MicroBatcher):
     async def _execute(self, group: list[tuple]) -> None:
         try:
             columns = [list(column) for column in zip(*(values for values, _ in group), strict=True)]
-            rows = await self.pool.fetch("select * from snap_authorize($1, $2, $3, $4, $5, $6, $7)", *columns)
+            rows = await self.pool.fetch(_AUTHORIZE, *columns)
             assert len(rows) == len(group), (len(rows), len(group))
-        except BaseException as error:  # every waiter hears the outcome
-            settle_all((future for _, future in group), error)
-            if not isinstance(error, Exception):
-                raise
+        except Exception as error:
+            if len(group) == 1:
+                settle(group[0][1], error=error)
+                return
+            # Nothing of the group committed (one statement): each request
+            # alone, so that one that cannot be read fails only itself.
+            await asyncio.gather(*(self._execute([item]) for item in group))
             return
+        except BaseException as error:  # cancellation: nobody may wait forever
+            settle_all((future for _, future in group), error)
+            raise
         for row, (_, future) in zip(rows, group, strict=True):
             settle(future, result=row)
+
+
+_AUTHORIZE = "select * from snap_authorize($1, $2, $3, $4, $5, $6, $7)"
 
 
 async def remember_inquiry(pool: asyncpg.Pool, partner_id: str, virtual_account_no: str, inquiry_request_id: str) -> None:

@@ -59,3 +59,38 @@ async def test_each_snap_request_has_one_log_line_with_its_request_id_and_no_sec
     assert all(line["status"] == 200 and line["method"] == "POST" and line["partner"] == "BANKKALBAR" for line in lines)
     assert [line["request_id"] for line in lines] == [inquiry.headers["X-Request-ID"], payment.headers["X-Request-ID"]]
     assert not any(token in repr(line) or bank.credentials.client_secret in repr(line) for line in lines)
+
+
+async def test_a_request_the_database_cannot_read_fails_only_itself(gateway_server, bank, bills):
+    """A NUL in virtualAccountNo (a JSON escape) with a made-up token, sent among
+    genuine payments: before the fix it failed the shared statement, and
+    genuine payments grouped with it were answered 5002500."""
+    bill_list = [await bills.create() for _ in range(20)]
+    genuine = [await signed(bank, PAYMENT_PATH, payment_body(bank, bill, f"g-{i}")) for i, bill in enumerate(bill_list)]
+    bad_text, bad_headers = await signed(bank, PAYMENT_PATH, payment_body(bank, bill_list[0], "bad", virtualAccountNo="\u0000"))
+    bad_headers = {**bad_headers, "Authorization": "Bearer not-a-real-token"}
+    sends = [bank.send(PAYMENT_PATH, text, headers) for text, headers in genuine[:10]]
+    sends.append(bank.send(PAYMENT_PATH, bad_text, bad_headers))
+    sends += [bank.send(PAYMENT_PATH, text, headers) for text, headers in genuine[10:]]
+    responses = await asyncio.gather(*sends)
+    bad = responses.pop(10)
+    assert [r.code for r in responses] == ["2002500"] * 20, [r.body for r in responses if r.code != "2002500"]
+    assert bad.rule == "token-unknown" and bad.code.startswith("401"), bad.body
+    assert await posted_count(gateway_server.pool) == 20
+
+
+async def test_a_request_answered_429_has_not_used_up_its_external_id(gateway_server, make_bank, bills):
+    """Two payments at once on a one-per-second limit: one is refused 429, and
+    its X-EXTERNAL-ID stays free for the bank's next, different request."""
+    bank = await make_bank(partner_id="SLOWBANK", requests_per_second_max=1)
+    first, second, third = await bills.create(), await bills.create(), await bills.create()
+    requests = [await signed(bank, PAYMENT_PATH, payment_body(bank, bill, f"r-{i}")) for i, bill in enumerate((first, second))]
+    await asyncio.sleep(1.1)  # a full bucket (the token request took from it): one request's worth
+    responses = await asyncio.gather(*(bank.send(PAYMENT_PATH, text, headers) for text, headers in requests))
+    assert sorted(r.rule or "" for r in responses) == ["", "rate-limit"], [r.body for r in responses]
+    refused_headers = requests[[r.rule for r in responses].index("rate-limit")][1]
+    await asyncio.sleep(1.1)
+    text, headers = await signed(bank, PAYMENT_PATH, payment_body(bank, third, "r-next"),
+                                 external_id=refused_headers["X-EXTERNAL-ID"])
+    reused = await bank.send(PAYMENT_PATH, text, headers)
+    assert reused.code == "2002500", reused.body
