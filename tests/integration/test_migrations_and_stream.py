@@ -15,6 +15,7 @@ from bank_adapters.registry import load_adapters
 from gateway.http.stream import EventHub
 from gateway.runtime import all_migrations
 from gateway.store import database, migrate
+from tests.integration.upgrades import database_before
 
 
 async def test_migrations_from_two_connections_at_once_then_again(admin_url):
@@ -84,14 +85,9 @@ async def test_upgrade_keeps_snap_exchanges_and_fault_profiles(admin_url):
     """A database from before the partner tables: its SNAP exchange log and
     fault profiles are carried into partner_exchanges and
     partner_inbound_faults, and the old tables are gone."""
-    name = f"kanal_up_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'create database "{name}"')
-    conn = await asyncpg.connect(database.database_url_with_name(admin_url, name))
-    try:
-        migrations = all_migrations(load_adapters())
-        later = {"gateway/0011_partner_exchanges.sql", "snap/0003_partner_tables.sql"}
-        await migrate.apply_migrations(conn, [m for m in migrations if m.version not in later])
+    later = {"gateway/0011_partner_exchanges.sql", "snap/0003_partner_tables.sql"}
+    async with database_before(admin_url, later.__contains__) as old:
+        conn = old.conn
         await conn.execute(
             """insert into snap_exchanges (partner_id, service_code, path, request_headers, request_body, http_status,
                    response_code, response_body, verdict, rule, duration_ms, fault)
@@ -99,7 +95,7 @@ async def test_upgrade_keeps_snap_exchanges_and_fault_profiles(admin_url):
                       ('BANKOLD', '25', '/snap/v1.0/transfer-va/payment', '{}', '{}', 0, '', '{}', 'refused', null, 300, 'magic:lost-response')"""
         )
         await conn.execute("""insert into snap_faults (partner_id, profile) values ('BANKOLD', '{"latency_ms": 250}')""")
-        assert sorted(await migrate.apply_migrations(conn, migrations)) == sorted(later)
+        assert sorted(await old.upgrade()) == sorted(old.later)
         rows = await conn.fetch("select channel, http_status, answered, rule, fault from partner_exchanges order by id")
         assert [tuple(r) for r in rows] == [
             ("snap", 400, True, "body-format", None),
@@ -107,7 +103,3 @@ async def test_upgrade_keeps_snap_exchanges_and_fault_profiles(admin_url):
         ]
         assert await conn.fetchval("select profile->>'latency_ms' from partner_inbound_faults where partner_id = 'BANKOLD'") == "250"
         assert await conn.fetchval("select to_regclass('snap_exchanges') is null and to_regclass('snap_faults') is null")
-    finally:
-        await conn.close()
-        await admin.execute(f'drop database "{name}" with (force)')
-        await admin.close()

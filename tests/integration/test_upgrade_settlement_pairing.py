@@ -5,21 +5,23 @@ exactly as before, JSON and CSV, item numbers, order and kind filters."""
 from __future__ import annotations
 
 import dataclasses
-import uuid
 
 import asyncpg
 
 from bank_adapters.base import PayCommand, PayOutcome, ReverseCommand
-from bank_adapters.registry import load_adapters
 from gateway.domain.periods import WIB
 from gateway.ops import reconcile
 from gateway.ops.statements import Line, parse, render
-from gateway.runtime import all_migrations
 from gateway.service.payments import PaymentsService
-from gateway.store import database, migrate
+from gateway.store import database
 from tests.conftest import BillFactory, TestClock
+from tests.integration.upgrades import OldDatabase, database_before
 
 PAIRING_MIGRATION = "gateway/0014_pairing_on_statement_entries.sql"
+
+
+def _from_pairing_on(version: str) -> bool:
+    return version.startswith("gateway/") and version >= PAIRING_MIGRATION
 
 # The reading of the items before 0014, word for word.
 OLD_ITEMS_SQL = """
@@ -76,16 +78,14 @@ async def _old_items(conn, statement_id: int, kind: str | None = None) -> list[d
 
 
 async def test_upgrade_keeps_every_reconciliation_item(admin_url):
-    name = f"kanal_up_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'create database "{name}"')
-    url = database.database_url_with_name(admin_url, name)
-    conn = await asyncpg.connect(url)
-    pool = await database.create_pool(url, size_min=1, size_max=4)
+    async with database_before(admin_url, _from_pairing_on) as old:
+        await _upgrade_keeps_every_reconciliation_item(old)
+
+
+async def _upgrade_keeps_every_reconciliation_item(old: OldDatabase) -> None:
+    conn = old.conn
+    pool = await database.create_pool(old.url, size_min=1, size_max=4)
     try:
-        migrations = all_migrations(load_adapters())
-        later = {m.version for m in migrations if m.version.startswith("gateway/") and m.version >= PAIRING_MIGRATION}
-        await migrate.apply_migrations(conn, [m for m in migrations if m.version not in later])
 
         # A ledger: eight payments, two of them reversed the same day.
         clock = TestClock()
@@ -127,7 +127,7 @@ async def test_upgrade_keeps_every_reconciliation_item(admin_url):
         assert {item["direction"] for item in before[(old_ids[0], "ledger_only")]} == {"credit", "debit"}
         summaries = [await reconcile.get_statement(conn, i) for i in old_ids]
 
-        assert sorted(await migrate.apply_migrations(conn, migrations)) == sorted(later)
+        assert sorted(await old.upgrade()) == sorted(old.later)
 
         for i, summary in zip(old_ids, summaries):
             assert await reconcile.get_statement(conn, i) == summary
@@ -143,23 +143,14 @@ async def test_upgrade_keeps_every_reconciliation_item(admin_url):
         assert await reconcile.items(pool, summary["id"]) == before[(old_ids[0], None)]
     finally:
         await pool.close()
-        await conn.close()
-        await admin.execute(f'drop database "{name}" with (force)')
-        await admin.close()
 
 
 async def test_an_upgrade_that_would_change_an_item_stops_and_changes_nothing(admin_url):
     """Items written outside Kanal's import (here: numbers out of line order)
     cannot be carried over exactly: the upgrade refuses instead of
     renumbering them."""
-    name = f"kanal_up_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'create database "{name}"')
-    conn = await asyncpg.connect(database.database_url_with_name(admin_url, name))
-    try:
-        migrations = all_migrations(load_adapters())
-        later = {m.version for m in migrations if m.version.startswith("gateway/") and m.version >= PAIRING_MIGRATION}
-        await migrate.apply_migrations(conn, [m for m in migrations if m.version not in later])
+    async with database_before(admin_url, _from_pairing_on) as old:
+        conn = old.conn
         statement_id = await conn.fetchval(
             """insert into ops_statements (sha256, format, statement_ref, from_date, to_date, entries, matched,
                    bank_only, ledger_only, amount_mismatch, bank_credit_rupiah, bank_debit_rupiah)
@@ -171,14 +162,10 @@ async def test_an_upgrade_that_would_change_an_item_stops_and_changes_nothing(ad
             """insert into ops_reconciliation_items (statement_id, item_no, kind, direction, line_no, bank_amount_rupiah)
                values ($1, 1, 'bank_only', 'credit', 2, 2000), ($1, 2, 'bank_only', 'credit', 1, 1000)""", statement_id)
         try:
-            await migrate.apply_migrations(conn, migrations)
+            await old.upgrade()
         except asyncpg.DataError as error:
             assert "would read back differently" in str(error)
         else:
             raise AssertionError("the upgrade renumbered items")
         assert await conn.fetchval("select count(*) from ops_reconciliation_items") == 2
         assert await conn.fetchval("select to_regclass('ops_reconciliation_ledger_only') is null")
-    finally:
-        await conn.close()
-        await admin.execute(f'drop database "{name}" with (force)')
-        await admin.close()
