@@ -321,8 +321,12 @@ def _bind(xml: bytes, clazz, kind: str, version: str, where: str = ""):
 def _parse_camt(raw: bytes, fmt: str | None) -> Statement:
     _refuse_dtd(raw)
     statement = _read_camt_uniform(raw, fmt)
-    if statement is not None:
-        return statement
+    return statement if statement is not None else _parse_camt_tree(raw, fmt)
+
+
+def _parse_camt_tree(raw: bytes, fmt: str | None) -> Statement:
+    """The careful reader: the element tree by position, else the bindings
+    over the whole document."""
     root = _xml_root(raw)
     kind, version = _root_kind(root)
     if fmt is not None and kind != fmt:

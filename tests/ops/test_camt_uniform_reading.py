@@ -15,12 +15,8 @@ from gateway.ops.statements import (
     Line,
     Statement,
     StatementError,
-    _bindings,
-    _parse_camt_bindings,
-    _read_camt,
+    _parse_camt_tree,
     _read_camt_uniform,
-    _root_kind,
-    _xml_root,
     parse,
     render,
 )
@@ -110,13 +106,7 @@ DOCUMENT_EDITS = [
 
 def tree_reading(raw: bytes, fmt: str | None) -> Statement:
     """What `parse` read before the text path: the tree, else the bindings."""
-    root = _xml_root(raw)
-    kind, version = _root_kind(root)
-    if fmt is not None and kind != fmt:
-        raise StatementError(f"the format was given as {fmt}, but the document is {kind}.001.{version}")
-    bindings = _bindings(kind, version)
-    statement = _read_camt(root, kind, version, bindings)
-    return statement if statement is not None else _parse_camt_bindings(raw, kind, version, bindings)
+    return _parse_camt_tree(raw, fmt)
 
 
 def outcome(read, *args):
