@@ -4,6 +4,7 @@ read bills and participants. Each is one transaction."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 from collections.abc import Sequence
@@ -225,6 +226,30 @@ async def _next_payment_codes(conn: asyncpg.Connection, count: int) -> list[str]
     return [codes.make_payment_code(r["s"]) for r in serials]
 
 
+def _by_key(use_case):
+    """Run `use_case(conn, ...)` in the caller's transaction with sequential
+    scans off until it returns: an employer's report reads and writes by key,
+    and its statements' cached plans must not scan every bill because the
+    bills table was once analyzed empty (migration 0015 says why)."""
+
+    @functools.wraps(use_case)
+    async def run(conn: asyncpg.Connection, *args, **kwargs):
+        previous = await conn.fetchval("select current_setting('enable_seqscan')")
+        await conn.execute("select set_config('enable_seqscan', 'off', true)")
+        try:
+            result = await use_case(conn, *args, **kwargs)
+        except ServiceError:
+            # A refusal leaves the transaction usable: the caller may go on in it.
+            # (A database error aborts it, and the setting goes with it.)
+            await conn.execute("select set_config('enable_seqscan', $1, true)", previous)
+            raise
+        await conn.execute("select set_config('enable_seqscan', $1, true)", previous)
+        return result
+
+    return run
+
+
+@_by_key
 async def submit_wage_report(
     conn: asyncpg.Connection,
     employer: asyncpg.Record,
@@ -234,33 +259,7 @@ async def submit_wage_report(
     expiry_days_after_due: int,
 ) -> tuple[int | None, list[int]]:
     """Issue the employer's PU bill for the period (with late fees for earlier
-    unpaid bills) and one bill per BPU participant. Returns bill ids.
-
-    Runs in the caller's transaction with sequential scans off until it
-    returns: an employer's report reads and writes by key, and its statements'
-    cached plans must not scan every bill because the bills table was once
-    analyzed empty (migration 0015 says why)."""
-    previous = await conn.fetchval("select current_setting('enable_seqscan')")
-    await conn.execute("select set_config('enable_seqscan', 'off', true)")
-    try:
-        issued = await _submit_wage_report(conn, employer, period_text, wage_overrides, now, expiry_days_after_due)
-    except ServiceError:
-        # A refusal leaves the transaction usable: the caller may go on in it.
-        # (A database error aborts it, and the setting goes with it.)
-        await conn.execute("select set_config('enable_seqscan', $1, true)", previous)
-        raise
-    await conn.execute("select set_config('enable_seqscan', $1, true)", previous)
-    return issued
-
-
-async def _submit_wage_report(
-    conn: asyncpg.Connection,
-    employer: asyncpg.Record,
-    period_text: str,
-    wage_overrides: dict[str, int],
-    now: dt.datetime,
-    expiry_days_after_due: int,
-) -> tuple[int | None, list[int]]:
+    unpaid bills) and one bill per BPU participant. Returns bill ids."""
     try:
         period = Period.parse(period_text)
     except DomainError as error:
