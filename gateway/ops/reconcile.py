@@ -24,16 +24,29 @@ refused as a conflict.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import datetime as dt
 import io
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
 from gateway.domain.periods import WIB
-from gateway.ops.statements import Statement, StatementError, collector_paused, parse
+from gateway.ops.statements import (
+    STREAM_ENTRIES_PER_PIECE,
+    Line,
+    NotStreamable,
+    Statement,
+    StatementError,
+    collector_paused,
+    parse,
+    stream,
+)
 
 log = structlog.get_logger("kanal.reconcile")
 
@@ -78,62 +91,88 @@ def pair(statement: Statement, payments: list[asyncpg.Record | dict]) -> Pairing
     `payments` are the rows `expected_payments` returns. Items are numbered
     credits first, then debits; within each, the lines in line order, then
     the unpaired payments in `payments` order."""
-    lines_of: dict[str, list] = {"credit": [], "debit": []}
-    for n, line in enumerate(statement.lines):
-        lines_of[line.direction].append((n, line))
-    expected_of: dict[str, list] = {"credit": [], "debit": []}
-    for p in payments:
-        expected_of[p["direction"]].append(p)
-    pairings: list = [None] * len(statement.lines)
-    ledger_only: list[tuple] = []
-    counts = dict.fromkeys(KINDS, 0)
-    item_no = 0
-    for direction in ("credit", "debit"):
-        unpaired = _pair_direction(lines_of[direction], expected_of[direction], pairings, counts)
-        item_no += len(lines_of[direction])
-        for p in unpaired:
-            item_no += 1
-            ledger_only.append((item_no, direction, p["id"], p["npp"], p["amount_rupiah"]))
-    counts["ledger_only"] = len(ledger_only)
-    return Pairing(pairings, ledger_only, counts)
+    pairer = Pairer(payments)
+    lines = pairer.pair(statement.lines)
+    ledger_only = pairer.ledger_only()
+    return Pairing(lines, ledger_only, pairer.counts)
+
+
+class Pairer:
+    """`pair`, a piece of the statement at a time: `pair` each piece in line
+    order, then `ledger_only` once. The same pairings as `pair` (a line's
+    pairing depends only on the lines before it)."""
+
+    def __init__(self, payments: list[asyncpg.Record | dict]) -> None:
+        expected_of: dict[str, list] = {"credit": [], "debit": []}
+        for p in payments:
+            expected_of[p["direction"]].append(p)
+        self._directions = {direction: _Direction(expected) for direction, expected in expected_of.items()}
+        self.counts = dict.fromkeys(KINDS, 0)
+
+    def pair(self, lines: list) -> list[tuple]:
+        """Each line's (kind, matched_on, payment_id, npp, ledger_amount_rupiah)."""
+        directions, counts = self._directions, self.counts
+        return [directions[line.direction].take(line, counts) for line in lines]
+
+    def ledger_only(self) -> list[tuple]:
+        """The payments no line took, as (item_no, direction, payment_id, npp,
+        ledger_amount_rupiah), numbered after all the lines of their direction."""
+        rows: list[tuple] = []
+        item_no = 0
+        for direction in ("credit", "debit"):
+            taken = self._directions[direction]
+            item_no += taken.lines
+            for p in taken.unpaired():
+                item_no += 1
+                rows.append((item_no, direction, p["id"], p["npp"], p["amount_rupiah"]))
+        self.counts["ledger_only"] = len(rows)
+        return rows
 
 
 _BANK_ONLY = ("bank_only", None, None, None, None)
 
 
-def _pair_direction(lines: list, expected: list, pairings: list, counts: dict[str, int]) -> list:
+class _Direction:
     """Greedy, in line order: each line takes the first payment not yet taken
-    on its strongest key that has one. Fills `pairings` at the lines'
-    positions; returns the payments no line took, in `expected` order."""
-    by_reference: dict[str, list] = {}
-    for p in expected:
-        if p["bank_reference"]:
-            by_reference.setdefault(p["bank_reference"], []).append(p)
-    # The weaker keys' indexes are built when a line first needs them: when
-    # every line pairs on the bank's reference (a bank that agrees with the
-    # ledger), never.
-    weaker: list[dict[str, list]] = []
-    taken: set[int] = set()
-    for n, line in lines:
-        found = _untaken(by_reference, line.bank_reference, taken)
+    on its strongest key that has one."""
+
+    def __init__(self, expected: list) -> None:
+        self.expected = expected
+        self.lines = 0
+        self.taken: set[int] = set()
+        self.by_reference: dict[str, list] = {}
+        for p in expected:
+            if p["bank_reference"]:
+                self.by_reference.setdefault(p["bank_reference"], []).append(p)
+        # The weaker keys' indexes are built when a line first needs them: when
+        # every line pairs on the bank's reference (a bank that agrees with the
+        # ledger), never.
+        self.weaker: list[dict[str, list]] = []
+
+    def take(self, line, counts: dict[str, int]) -> tuple:
+        self.lines += 1
+        taken = self.taken
+        found = _untaken(self.by_reference, line.bank_reference, taken)
         key = "bank_reference"
         if found is None:
-            if not weaker:
-                weaker = _weaker_indexes(expected)
-            found, key = _untaken(weaker[0], line.end_to_end_id, taken), "end_to_end_id"
+            if not self.weaker:
+                self.weaker = _weaker_indexes(self.expected)
+            found, key = _untaken(self.weaker[0], line.end_to_end_id, taken), "end_to_end_id"
             if found is None:
-                found, key = _untaken(weaker[1], line.payment_code, taken), "payment_code"
+                found, key = _untaken(self.weaker[1], line.payment_code, taken), "payment_code"
         if found is None:
-            pairings[n] = _BANK_ONLY
             counts["bank_only"] += 1
-            continue
+            return _BANK_ONLY
         taken.add(found["id"])
         kind = "matched" if found["amount_rupiah"] == line.amount_rupiah else "amount_mismatch"
         counts[kind] += 1
-        pairings[n] = (kind, key, found["id"], found["npp"], found["amount_rupiah"])
-    if len(taken) == len(expected):
-        return []
-    return [p for p in expected if p["id"] not in taken]
+        return kind, key, found["id"], found["npp"], found["amount_rupiah"]
+
+    def unpaired(self) -> list:
+        """The payments no line took, in `expected` order."""
+        if len(self.taken) == len(self.expected):
+            return []
+        return [p for p in self.expected if p["id"] not in self.taken]
 
 
 def _weaker_indexes(expected: list) -> list[dict[str, list]]:
@@ -207,56 +246,149 @@ async def import_statement(
     account: str = "",
     channel_prefix: str = "",
     file_name: str = "",
+    entries_per_piece: int = STREAM_ENTRIES_PER_PIECE,
 ) -> tuple[dict, bool]:
     """Parse, reconcile and store a statement. Returns (summary, created):
-    `created` is False when this very file had been imported before."""
+    `created` is False when this very file had been imported before.
+
+    A uniform camt file with a period is streamed: each piece of
+    `entries_per_piece` entries is paired and written while the next is
+    read, so that PostgreSQL stores lines while Python reads them. Any other
+    file, or one that turns out not to stream (`NotStreamable`: that attempt
+    is rolled back), is read whole first. Both store the same rows and
+    refuse with the same errors."""
     if len(channel_prefix) > 80:
         raise StatementError("channel_prefix is longer than 80 characters",
                              [{"field": "channel_prefix", "problem": "at most 80 characters"}])
+    streamed = stream(raw, fmt, statement_ref=statement_ref, account=account)
+    if streamed is not None:
+        try:
+            return await _store(pool, streamed.statement, streamed.pieces(entries_per_piece), channel_prefix, file_name)
+        except NotStreamable as reason:
+            log.info("statement_read_whole", reason=str(reason))
     statement = parse(raw, fmt, statement_ref=statement_ref, account=account)
+    return await _store(pool, statement, [statement.lines], channel_prefix, file_name)
+
+
+async def _store(
+    pool: asyncpg.Pool, statement: Statement, pieces: Iterable[list[Line]], channel_prefix: str, file_name: str,
+) -> tuple[dict, bool]:
+    """Reconcile and store `statement` (its lines come in `pieces`) in one
+    transaction. The statement's row comes first (its lines reference it),
+    its result last: migration 0017 lets the inserting transaction, and only
+    it, write the result columns."""
     if len(statement.statement_ref) > 200 or len(statement.account) > 100:
         raise StatementError("the statement id (at most 200 characters) or account (at most 100) is too long")
     async with pool.acquire() as conn, conn.transaction():
         existing = await _existing(conn, statement)
         if existing is not None:
             return existing, False
-        payments = await expected_payments(conn, statement.from_date, statement.to_date, channel_prefix)
-        with collector_paused():
-            pairing = pair(statement, payments)
-            counts = pairing.counts
-            credit_rupiah = sum(line.amount_rupiah for line in statement.lines if line.direction == "credit")
-            debit_rupiah = sum(line.amount_rupiah for line in statement.lines if line.direction == "debit")
+        # The first piece is read while PostgreSQL looks up the payments.
+        lookup = asyncio.create_task(expected_payments(conn, statement.from_date, statement.to_date, channel_prefix))
+        await asyncio.sleep(0)  # the lookup is sent
+        pieces = iter(pieces)
+        try:
+            first = next(pieces, None)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await lookup
+            raise
+        payments = await lookup
+        if first is not None:
+            pieces = itertools.chain([first], pieces)
         statement_id = await conn.fetchval(
             """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
                                            channel_prefix, entries, matched, bank_only, ledger_only, amount_mismatch,
                                            bank_credit_rupiah, bank_debit_rupiah)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, 0, 0, 0, 0)
                on conflict do nothing returning id""",
             statement.sha256, statement.format, statement.statement_ref, statement.account, file_name[:255],
-            statement.from_date, statement.to_date, channel_prefix, len(statement.lines),
-            counts["matched"], counts["bank_only"], counts["ledger_only"], counts["amount_mismatch"],
-            credit_rupiah, debit_rupiah,
+            statement.from_date, statement.to_date, channel_prefix,
         )
         if statement_id is None:  # imported concurrently by someone else
             existing = await _existing(conn, statement)
             assert existing is not None
             return existing, False
-        with collector_paused():
-            entry_records = [
-                (statement_id, n, line.direction, line.amount_rupiah, line.booked_on, line.bank_reference,
-                 line.end_to_end_id, line.payment_code, line.remittance, *pairs)
-                for (n, line), pairs in zip(enumerate(statement.lines, start=1), pairing.lines)
-            ]
-        await conn.copy_records_to_table("ops_statement_entries", records=entry_records, columns=ENTRY_COLUMNS)
-        if pairing.ledger_only:
+        pairer = Pairer(payments)
+        entries, credit_rupiah, debit_rupiah = await _write_lines(conn, statement_id, pieces, pairer)
+        ledger_only = pairer.ledger_only()
+        counts = pairer.counts
+        await conn.execute(
+            """update ops_statements
+                  set entries = $2, matched = $3, bank_only = $4, ledger_only = $5, amount_mismatch = $6,
+                      bank_credit_rupiah = $7, bank_debit_rupiah = $8
+                where id = $1""",
+            statement_id, entries, counts["matched"], counts["bank_only"], counts["ledger_only"],
+            counts["amount_mismatch"], credit_rupiah, debit_rupiah,
+        )
+        if ledger_only:
             await conn.copy_records_to_table(
-                "ops_reconciliation_ledger_only", records=[(statement_id, *row) for row in pairing.ledger_only],
+                "ops_reconciliation_ledger_only", records=[(statement_id, *row) for row in ledger_only],
                 columns=["statement_id", "item_no", "direction", "payment_id", "npp", "ledger_amount_rupiah"],
             )
         summary = await get_statement(conn, statement_id)
     log.info("statement_imported", statement_id=statement_id, format=statement.format,
              statement_ref=statement.statement_ref, **counts)
     return summary, True
+
+
+async def _write_lines(
+    conn: asyncpg.Connection, statement_id: int, pieces: Iterable[list[Line]], pairer: Pairer,
+) -> tuple[int, int, int]:
+    """Pair each piece and COPY it while the next piece is read: a writer
+    task sends each piece as soon as it is paired and PostgreSQL is done with
+    the COPY before, together with any other piece paired meanwhile (a COPY
+    per piece or group of pieces, so that their foreign-key checks run then
+    too, not all at the end). Returns (lines, the credits' rupiah,
+    the debits' rupiah). On any error the writer finishes the piece it is
+    sending, nothing more, before the error is raised."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def write() -> None:
+        last = False
+        while not last and (records := await queue.get()) is not None:
+            # PostgreSQL was busy with the piece before: what waits goes as one COPY.
+            while not queue.empty():
+                more = queue.get_nowait()
+                if more is None:
+                    last = True
+                    break
+                records += more
+            await conn.copy_records_to_table("ops_statement_entries", records=records, columns=ENTRY_COLUMNS)
+
+    writer = asyncio.create_task(write())
+    lines_written = credit_rupiah = debit_rupiah = 0
+    try:
+        for lines in pieces:  # reading the next piece: CPU, on this thread
+            if writer.done():
+                break  # a COPY failed: its error is raised below
+            with collector_paused():
+                pairs = pairer.pair(lines)
+                records = [(statement_id, n, line.direction, line.amount_rupiah, line.booked_on, line.bank_reference,
+                            line.end_to_end_id, line.payment_code, line.remittance, *pairing)
+                           for n, line, pairing in zip(range(lines_written + 1, lines_written + len(lines) + 1),
+                                                       lines, pairs)]
+                credit = sum(line.amount_rupiah for line in lines if line.direction == "credit")
+            lines_written += len(lines)
+            credit_rupiah += credit
+            debit_rupiah += sum(line.amount_rupiah for line in lines) - credit
+            queue.put_nowait(records)
+            await asyncio.sleep(0)  # the writer sends this piece before the next is read
+    except asyncio.CancelledError:
+        writer.cancel()
+        with contextlib.suppress(BaseException):
+            await writer
+        raise
+    except BaseException:
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await writer
+        raise
+    queue.put_nowait(None)
+    await writer  # raises what a COPY raised
+    return lines_written, credit_rupiah, debit_rupiah
 
 
 async def _existing(conn: asyncpg.Connection, statement: Statement) -> dict | None:
@@ -342,8 +474,6 @@ async def ledger_statement(
 ) -> Statement:
     """The statement a bank would send for these days if it agreed with the
     ledger exactly: for demos, tests and benchmarks (`kanal statement`)."""
-    from gateway.ops.statements import Line
-
     lines = []
     rows = await conn.fetch(
         """select 'credit' as direction, amount_rupiah, posted_at as at, bank_reference, idempotency_key, payment_code

@@ -1107,20 +1107,17 @@ class _Uniform:
     plan: _RowPlan
     text: str
     first: int  # where the first entry starts
+    first_end: int  # where it ends
     end: int  # where the last entry ends
-    count: int  # entries ("<Ntry>")
     markup: int  # "<" in one entry
-
-    @property
-    def lines_per_entry(self) -> int:
-        return len(self.reader.transactions) or 1
 
     def pieces(self, entries: int | None) -> list[tuple[int, int]]:
         """The entries cut into pieces of about `entries` each (None: one),
         each starting at a "<Ntry>"."""
-        if entries is None or self.count <= entries:
+        estimated = (self.end - self.first) // (self.first_end - self.first)  # entries, if all as long as the first
+        if entries is None or estimated <= entries:
             return [(self.first, self.end)]
-        cuts = -(-self.count // entries)
+        cuts = -(-estimated // entries)
         step = (self.end - self.first) / cuts
         pieces, start = [], self.first
         for k in range(1, cuts):
@@ -1208,7 +1205,6 @@ def _uniform_camt(raw: bytes, fmt: str | None) -> _Uniform | None:
         small = ET.fromstring((text[:first_end] + text[last_end:]).encode())  # the frame and the first entry
     except ET.ParseError:
         return None
-    count = text.count("<Ntry>")
     markup = text.count("<", first, first_end)
 
     def only_entries() -> bool:
@@ -1240,7 +1236,7 @@ def _uniform_camt(raw: bytes, fmt: str | None) -> _Uniform | None:
     plan = _row_plan(text[first:first_end], reader, len(elements))
     if plan is None:
         return None
-    return _Uniform(kind, bound_report, reader, plan, text, first, last_end, count, markup)
+    return _Uniform(kind, bound_report, reader, plan, text, first, first_end, last_end, markup)
 
 
 def _read_camt_uniform(raw: bytes, fmt: str | None, entries_per_piece: int | None = None) -> Statement | None:
@@ -1273,7 +1269,6 @@ STREAM_ENTRIES_PER_PIECE = 500
 @dataclass
 class StatementStream:
     statement: Statement  # the header: format, id, account, days, SHA-256; no lines
-    lines_total: int
     _uniform: _Uniform
 
     def pieces(self, entries_per_piece: int = STREAM_ENTRIES_PER_PIECE) -> Iterator[list[Line]]:
@@ -1282,7 +1277,7 @@ class StatementStream:
         file must be read whole after all."""
         uniform, statement = self._uniform, self.statement
         pieces = uniform.pieces(entries_per_piece)
-        entries = 0
+        entries = lines_read = 0
         for i, (start, end) in enumerate(pieces):
             with collector_paused():
                 rows = uniform.rows(start, end)
@@ -1298,6 +1293,9 @@ class StatementStream:
             if min(days) < statement.from_date or max(days) > statement.to_date:
                 raise NotStreamable("a line is booked outside the statement's period")
             entries += len(rows)
+            lines_read += len(lines)
+            if lines_read > STATEMENT_ENTRIES_MAX:
+                raise NotStreamable("more lines than a statement may have")  # `parse` says how many
             yield lines
 
 
@@ -1313,9 +1311,8 @@ def stream(raw: bytes, fmt: str | None = None, *, statement_ref: str = "", accou
         uniform = _uniform_camt(raw, fmt)
     if uniform is None:
         return None
-    lines_total = uniform.count * uniform.lines_per_entry
     period = _period(uniform.report)
-    if period is None or not all(isinstance(day, dt.date) for day in period) or lines_total > STATEMENT_ENTRIES_MAX:
+    if period is None or not all(isinstance(day, dt.date) for day in period) or period[0] > period[1]:
         return None
     try:
         account_id = _account(uniform.report.acct)
@@ -1324,7 +1321,7 @@ def stream(raw: bytes, fmt: str | None = None, *, statement_ref: str = "", accou
     sha256 = hashlib.sha256(raw).digest()
     statement = Statement(uniform.kind, uniform.report.id or f"{uniform.kind}:{sha256.hex()[:16]}", account_id,
                           *period, [], sha256)
-    return StatementStream(statement, lines_total, uniform)
+    return StatementStream(statement, uniform)
 
 
 # --------------------------------------------------------------- writing ----
