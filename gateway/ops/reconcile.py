@@ -283,53 +283,64 @@ async def _store(
         existing = await _existing(conn, statement)
         if existing is not None:
             return existing, False
-        # The first piece is read while PostgreSQL looks up the payments.
-        lookup = asyncio.create_task(expected_payments(conn, statement.from_date, statement.to_date, channel_prefix))
-        await asyncio.sleep(0)  # the lookup is sent
-        pieces = iter(pieces)
-        try:
-            first = next(pieces, None)
-        except Exception:
-            with contextlib.suppress(Exception):
-                await lookup
-            raise
-        payments = await lookup
-        if first is not None:
-            pieces = itertools.chain([first], pieces)
-        statement_id = await conn.fetchval(
-            """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
-                                           channel_prefix, entries, matched, bank_only, ledger_only, amount_mismatch,
-                                           bank_credit_rupiah, bank_debit_rupiah)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, 0, 0, 0, 0)
-               on conflict do nothing returning id""",
-            statement.sha256, statement.format, statement.statement_ref, statement.account, file_name[:255],
-            statement.from_date, statement.to_date, channel_prefix,
-        )
-        if statement_id is None:  # imported concurrently by someone else
-            existing = await _existing(conn, statement)
-            assert existing is not None
-            return existing, False
-        pairer = Pairer(payments)
-        entries, credit_rupiah, debit_rupiah = await _write_lines(conn, statement_id, pieces, pairer)
-        ledger_only = pairer.ledger_only()
-        counts = pairer.counts
-        await conn.execute(
-            """update ops_statements
-                  set entries = $2, matched = $3, bank_only = $4, ledger_only = $5, amount_mismatch = $6,
-                      bank_credit_rupiah = $7, bank_debit_rupiah = $8
-                where id = $1""",
-            statement_id, entries, counts["matched"], counts["bank_only"], counts["ledger_only"],
-            counts["amount_mismatch"], credit_rupiah, debit_rupiah,
-        )
-        if ledger_only:
-            await conn.copy_records_to_table(
-                "ops_reconciliation_ledger_only", records=[(statement_id, *row) for row in ledger_only],
-                columns=["statement_id", "item_no", "direction", "payment_id", "npp", "ledger_amount_rupiah"],
-            )
-        summary = await get_statement(conn, statement_id)
-    log.info("statement_imported", statement_id=statement_id, format=statement.format,
+        with collector_paused():
+            summary, counts = await _store_new(conn, statement, pieces, channel_prefix, file_name)
+    if counts is None:
+        return summary, False  # imported concurrently by someone else: theirs
+    log.info("statement_imported", statement_id=summary["id"], format=statement.format,
              statement_ref=statement.statement_ref, **counts)
     return summary, True
+
+
+async def _store_new(
+    conn: asyncpg.Connection, statement: Statement, pieces: Iterable[list[Line]], channel_prefix: str, file_name: str,
+) -> tuple[dict, dict | None]:
+    """(the new statement's summary, its counts); (the stored statement's
+    summary, None) when another import stored the same file first."""
+    # The first piece is read while PostgreSQL looks up the payments.
+    lookup = asyncio.create_task(expected_payments(conn, statement.from_date, statement.to_date, channel_prefix))
+    await asyncio.sleep(0)  # the lookup is sent
+    pieces = iter(pieces)
+    try:
+        first = next(pieces, None)
+    except Exception:
+        with contextlib.suppress(Exception):
+            await lookup
+        raise
+    payments = await lookup
+    if first is not None:
+        pieces = itertools.chain([first], pieces)
+    statement_id = await conn.fetchval(
+        """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
+                                       channel_prefix, entries, matched, bank_only, ledger_only, amount_mismatch,
+                                       bank_credit_rupiah, bank_debit_rupiah)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, 0, 0, 0, 0)
+           on conflict do nothing returning id""",
+        statement.sha256, statement.format, statement.statement_ref, statement.account, file_name[:255],
+        statement.from_date, statement.to_date, channel_prefix,
+    )
+    if statement_id is None:  # imported concurrently by someone else
+        existing = await _existing(conn, statement)
+        assert existing is not None
+        return existing, None
+    pairer = Pairer(payments)
+    entries, credit_rupiah, debit_rupiah = await _write_lines(conn, statement_id, pieces, pairer)
+    ledger_only = pairer.ledger_only()
+    counts = pairer.counts
+    await conn.execute(
+        """update ops_statements
+              set entries = $2, matched = $3, bank_only = $4, ledger_only = $5, amount_mismatch = $6,
+                  bank_credit_rupiah = $7, bank_debit_rupiah = $8
+            where id = $1""",
+        statement_id, entries, counts["matched"], counts["bank_only"], counts["ledger_only"],
+        counts["amount_mismatch"], credit_rupiah, debit_rupiah,
+    )
+    if ledger_only:
+        await conn.copy_records_to_table(
+            "ops_reconciliation_ledger_only", records=[(statement_id, *row) for row in ledger_only],
+            columns=["statement_id", "item_no", "direction", "payment_id", "npp", "ledger_amount_rupiah"],
+        )
+    return await get_statement(conn, statement_id), counts
 
 
 async def _write_lines(

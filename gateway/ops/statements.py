@@ -159,21 +159,35 @@ def _format_given(raw: bytes, fmt: str | None) -> str | None:
     return fmt
 
 
+_collector_pauses = 0
+_collector_was_enabled = False
+
+
 @contextlib.contextmanager
 def collector_paused():
     """Reading and reconciling a statement makes a few objects per line and
     frees none of them while it runs (a camt tree is ~100,000 elements for
     5,000 entries), so the cyclic garbage collector would only re-walk live
     objects, and promote them until a full collection runs: pausing it for
-    the read measured camt 190 -> 117 ms for 5,000 entries. Only for code
-    that does not await: nothing else runs on this thread meanwhile, and
-    collection resumes right after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
+    the read measured camt 190 -> 117 ms for 5,000 entries, and for a
+    streamed import (which awaits between pieces) Python's CPU 67 -> 60 ms.
+
+    Pauses nest (an import's pause holds its pieces' pauses, two imports may
+    overlap): collection resumes when the last one ends, and only if it ran
+    before the first. Across an await, other coroutines of this thread run
+    paused too, for as long as the import runs (about 0.1 s for 5,000
+    lines); what cycles they leave is collected when it resumes. Objects
+    are still freed by reference counting meanwhile."""
+    global _collector_pauses, _collector_was_enabled
+    if _collector_pauses == 0:
+        _collector_was_enabled = gc.isenabled()
+        gc.disable()
+    _collector_pauses += 1
     try:
         yield
     finally:
-        if was_enabled:
+        _collector_pauses -= 1
+        if _collector_pauses == 0 and _collector_was_enabled:
             gc.enable()
 
 
