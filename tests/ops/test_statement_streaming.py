@@ -1,5 +1,5 @@
-"""A uniform camt statement is imported while it is read: each piece of
-entries is paired and written while the next is read (issue 9). What is
+"""A CSV or uniform camt statement is imported while it is read: each piece
+of entries is paired and written while the next is read (issue 9). What is
 stored, and what is refused, must be exactly what reading the whole file
 first gives; and the statement's row, written before its lines now, may
 change only in the transaction that inserts it (migration 0017)."""
@@ -62,6 +62,18 @@ def read_whole(logs: list[dict]) -> list[str]:
     return [entry["reason"] for entry in logs if entry["event"] == "statement_read_whole"]
 
 
+async def import_whole(pool, camt: bytes) -> dict:
+    """The same camt statement without its period (FrToDt), under another
+    id: a file `stream` declines, so it is read whole before anything is
+    stored."""
+    start, end = camt.index(b"<FrToDt>"), camt.index(b"</FrToDt>") + len(b"</FrToDt>")
+    whole = (camt[:start] + camt[end:]).replace(b"<Id>STMT-STREAM</Id>", b"<Id>STMT-WHOLE</Id>")
+    assert stream(whole) is None
+    summary, created = await reconcile.import_statement(pool, whole)
+    assert created and summary["statement_ref"] == "STMT-WHOLE"
+    return summary
+
+
 async def test_a_streamed_import_stores_what_reading_the_file_whole_stores(pool, clock, paid_ledger):
     statement = await bank_statement(pool, clock, paid_ledger)
     camt = render(statement, "camt.053")
@@ -70,8 +82,7 @@ async def test_a_streamed_import_stores_what_reading_the_file_whole_stores(pool,
     with capture_logs() as logs:
         summary, created = await reconcile.import_statement(pool, camt, entries_per_piece=PIECE)
     assert created and read_whole(logs) == []
-    # The same lines in a CSV file, which is always read whole first.
-    whole, _ = await reconcile.import_statement(pool, render(statement, "csv"), statement_ref="STMT-WHOLE")
+    whole = await import_whole(pool, camt)
     assert result(summary) == result(whole)
     assert (summary["matched"], summary["bank_only"], summary["ledger_only"], summary["amount_mismatch"]) == (3, 3, 1, 1)
     assert summary["entries"] == 7
@@ -106,7 +117,7 @@ async def test_a_later_entry_of_another_shape_is_read_whole(pool, clock, paid_le
     with capture_logs() as logs:
         summary, created = await reconcile.import_statement(pool, camt, entries_per_piece=PIECE)
     assert created and read_whole(logs) == ["an entry is not shaped as the first"]
-    whole, _ = await reconcile.import_statement(pool, render(statement, "csv"), statement_ref="STMT-WHOLE")
+    whole = await import_whole(pool, render(statement, "camt.053"))
     assert result(summary) == result(whole)
     assert stored(await reconcile.items(pool, summary["id"])) == stored(await reconcile.items(pool, whole["id"]))
 
@@ -124,6 +135,37 @@ async def test_a_refusal_in_the_last_piece_writes_nothing(pool, clock, paid_ledg
         await reconcile.import_statement(pool, camt, entries_per_piece=PIECE)
     assert (refused.value.detail, refused.value.errors) == (whole.value.detail, whole.value.errors)
     assert read_whole(logs) == []  # refused while streaming, not after reading the file whole
+    assert await table_counts(pool) == before
+
+
+async def test_a_csv_statement_streams_to_what_the_camt_one_stores(pool, clock, paid_ledger):
+    statement = await bank_statement(pool, clock, paid_ledger)
+    csv = render(statement, "csv")
+    assert len(list(stream(csv).pieces(PIECE))) == 4
+    with capture_logs() as logs:
+        summary, created = await reconcile.import_statement(pool, csv, entries_per_piece=PIECE, statement_ref="STMT-CSV")
+    assert created and read_whole(logs) == []
+    whole = await import_whole(pool, render(statement, "camt.053"))
+    assert result(summary) == result(whole)
+    assert stored(await reconcile.items(pool, summary["id"])) == stored(await reconcile.items(pool, whole["id"]))
+
+
+@pytest.mark.parametrize(("last_row", "problem"), [
+    ("2025-10-02,sideways,1000", "line 9, direction: 'sideways' is not credit or debit"),
+    ("02/10/2025,credit,1000", "line 9, booking_date: '02/10/2025' is not a date (YYYY-MM-DD)"),
+    ("2025-10-02,credit,10.50", "line 9.amount_rupiah: 10.50 has a fraction of a rupiah"),
+    ("2025-10-02,credit,1000,R,E,1,x,extra", "line 9: more fields than columns"),
+    ('2025-10-02,credit,1000,R,E,,"' + "x" * 200_000 + '"', "line 9: the CSV cannot be read: field larger than"),
+])
+async def test_a_csv_refusal_in_the_last_piece_writes_nothing(pool, clock, paid_ledger, last_row, problem):
+    csv = render(await bank_statement(pool, clock, paid_ledger), "csv") + last_row.encode() + b"\n"
+    with pytest.raises(StatementError) as whole:
+        parse(csv)
+    assert whole.value.detail.startswith(problem)
+    before = await table_counts(pool)
+    with pytest.raises(StatementError) as refused:
+        await reconcile.import_statement(pool, csv, entries_per_piece=PIECE)
+    assert (refused.value.detail, refused.value.errors) == (whole.value.detail, whole.value.errors)
     assert await table_counts(pool) == before
 
 
