@@ -1106,9 +1106,9 @@ def _plain_content(raw: bytes, region: str) -> bool:
         return False
     if b"\xef" in raw and any(character in raw for character in _NOT_XML_CHARACTERS):
         return False
-    ampersands = region.count("&")
-    if not ampersands:
+    if b"&" not in raw:
         return True
+    ampersands = region.count("&")
     references = _REFERENCE.findall(region)
     if len(references) != ampersands:  # an "&" that starts no reference
         return False
@@ -1251,8 +1251,9 @@ def _uniform_camt(raw: bytes, fmt: str | None) -> _Uniform | None:
         return None
     root_at = text.find("<", start)
     root = _MARKUP.match(text, root_at) if root_at >= 0 else None
+    # Namespaces declared on the root only: looked for outside the entries too.
     if root is None or root.end() > first or not text.startswith("<Document", root_at) \
-            or "xmlns" in text[root.end():]:
+            or "xmlns" in text[root.end():first_end] or "xmlns" in text[last_end:]:
         return None
     if not _plain_content(raw, text[first:last_end]):
         return None
