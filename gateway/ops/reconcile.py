@@ -276,27 +276,38 @@ async def _store(
     """Reconcile and store `statement` (its lines come in `pieces`) in one
     transaction. The statement's row comes first (its lines reference it),
     its result last: migration 0017 lets the inserting transaction, and only
-    it, write the result columns."""
+    it, write the result columns. The row is also the check that the file is
+    new: when it conflicts, the file (or another claiming the statement) was
+    imported before, or meanwhile."""
     if len(statement.statement_ref) > 200 or len(statement.account) > 100:
         raise StatementError("the statement id (at most 200 characters) or account (at most 100) is too long")
     async with pool.acquire() as conn, conn.transaction():
-        existing = await _existing(conn, statement)
-        if existing is not None:
+        statement_id = await conn.fetchval(
+            """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
+                                           channel_prefix, entries, matched, bank_only, ledger_only, amount_mismatch,
+                                           bank_credit_rupiah, bank_debit_rupiah)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, 0, 0, 0, 0)
+               on conflict do nothing returning id""",
+            statement.sha256, statement.format, statement.statement_ref, statement.account, file_name[:255],
+            statement.from_date, statement.to_date, channel_prefix,
+        )
+        if statement_id is None:
+            existing = await _existing(conn, statement)  # or StatementConflict: another file claimed it
+            assert existing is not None
             return existing, False
         with collector_paused():
-            summary, counts = await _store_new(conn, statement, pieces, channel_prefix, file_name)
-    if counts is None:
-        return summary, False  # imported concurrently by someone else: theirs
-    log.info("statement_imported", statement_id=summary["id"], format=statement.format,
+            counts = await _reconcile_into(conn, statement_id, statement, pieces, channel_prefix)
+        summary = await get_statement(conn, statement_id)
+    log.info("statement_imported", statement_id=statement_id, format=statement.format,
              statement_ref=statement.statement_ref, **counts)
     return summary, True
 
 
-async def _store_new(
-    conn: asyncpg.Connection, statement: Statement, pieces: Iterable[list[Line]], channel_prefix: str, file_name: str,
-) -> tuple[dict, dict | None]:
-    """(the new statement's summary, its counts); (the stored statement's
-    summary, None) when another import stored the same file first."""
+async def _reconcile_into(
+    conn: asyncpg.Connection, statement_id: int, statement: Statement, pieces: Iterable[list[Line]], channel_prefix: str,
+) -> dict[str, int]:
+    """Pair and write the lines, the ledger_only items and the statement's
+    result; returns the counts."""
     # The first piece is read while PostgreSQL looks up the payments.
     lookup = asyncio.create_task(expected_payments(conn, statement.from_date, statement.to_date, channel_prefix))
     await asyncio.sleep(0)  # the lookup is sent
@@ -310,19 +321,6 @@ async def _store_new(
     payments = await lookup
     if first is not None:
         pieces = itertools.chain([first], pieces)
-    statement_id = await conn.fetchval(
-        """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
-                                       channel_prefix, entries, matched, bank_only, ledger_only, amount_mismatch,
-                                       bank_credit_rupiah, bank_debit_rupiah)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0, 0, 0, 0, 0, 0)
-           on conflict do nothing returning id""",
-        statement.sha256, statement.format, statement.statement_ref, statement.account, file_name[:255],
-        statement.from_date, statement.to_date, channel_prefix,
-    )
-    if statement_id is None:  # imported concurrently by someone else
-        existing = await _existing(conn, statement)
-        assert existing is not None
-        return existing, None
     pairer = Pairer(payments)
     entries, credit_rupiah, debit_rupiah = await _write_lines(conn, statement_id, pieces, pairer)
     ledger_only = pairer.ledger_only()
@@ -340,7 +338,7 @@ async def _store_new(
             "ops_reconciliation_ledger_only", records=[(statement_id, *row) for row in ledger_only],
             columns=["statement_id", "item_no", "direction", "payment_id", "npp", "ledger_amount_rupiah"],
         )
-    return await get_statement(conn, statement_id), counts
+    return counts
 
 
 async def _write_lines(
