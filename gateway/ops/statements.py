@@ -108,6 +108,12 @@ def whole_rupiah(value: object, where: str) -> int:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
         raise StatementError(f"{where}: {value!r} is not an amount", [{"field": where, "problem": "not a number"}]) from None
+    if not amount.is_finite():  # Infinity, NaN, sNaN
+        raise StatementError(f"{where}: {str(value).strip()!r} is not an amount",
+                             [{"field": where, "problem": "not a number"}])
+    if amount.adjusted() >= _WHOLE_AMOUNT_DIGITS_MAX:  # before int(): 1E+1000000 would take minutes
+        raise StatementError(f"{where}: {value} is too large; amounts have at most {_WHOLE_AMOUNT_DIGITS_MAX} digits",
+                             [{"field": where, "problem": f"at most {_WHOLE_AMOUNT_DIGITS_MAX} digits"}])
     if amount != amount.to_integral_value():
         raise StatementError(
             f"{where}: {value} has a fraction of a rupiah; rupiah amounts are whole",
@@ -442,7 +448,15 @@ def _period(report) -> tuple | None:
     period = getattr(report, "fr_to_dt", None)
     if period is None or period.fr_dt_tm is None or period.to_dt_tm is None:
         return None
-    return _as_date(period.fr_dt_tm), _as_date(period.to_dt_tm)
+    return _date_or_value(period.fr_dt_tm), _date_or_value(period.to_dt_tm)
+
+
+def _date_or_value(value):
+    """`_as_date`, or `value` itself when Python has no such date (year 0)."""
+    try:
+        return _as_date(value)
+    except (ValueError, OverflowError):
+        return value
 
 
 def _as_date(value) -> dt.date:
@@ -500,7 +514,7 @@ def _entry_lines(entry, n: int) -> list[Line]:
     booked = entry.bookg_dt
     if booked is None:
         raise StatementError(f"{where}: BookgDt is missing", [{"field": f"{where}.BookgDt", "problem": "required"}])
-    booked_on = _as_date(booked.dt if booked.dt is not None else booked.dt_tm)
+    booked_on = _date_or_value(booked.dt if booked.dt is not None else booked.dt_tm)
     entry_ref = entry.acct_svcr_ref or ""
     transactions = [tx for details in entry.ntry_dtls for tx in details.tx_dtls]
     if not transactions:
@@ -803,11 +817,11 @@ class _EntryReader:
             if day is None:
                 from xsdata.models.datatype import XmlDate, XmlDateTime
 
-                value = _xml_value(text, XmlDate if name == "Dt" else XmlDateTime)
-                if value is None:
+                value = _date_or_value(_xml_value(text, XmlDate if name == "Dt" else XmlDateTime))
+                if not isinstance(value, dt.date):  # not a date, or none Python can hold (year 0)
                     raise StatementError(f"Ntry[{n}].BookgDt.{name}: {text!r} is not an ISO date",
                                          [{"field": f"Ntry[{n}].BookgDt.{name}", "problem": "not a date"}])
-                day = self.days[(name, text)] = _as_date(value)
+                day = self.days[(name, text)] = value
             return day
         raise StatementError(f"Ntry[{n}].BookgDt: neither Dt nor DtTm is given",
                              [{"field": f"Ntry[{n}].BookgDt", "problem": "Dt or DtTm required"}])
@@ -852,10 +866,14 @@ class _EntryReader:
         if currencies.count("IDR") != count:
             return None
         amounts = columns[group[amount_at]]
-        joined = "\n".join(amounts) + "\n"
+        # Joined by NUL, which no XML text holds (a line end inside an amount
+        # once read as two amounts, and shifted every later one).
+        joined = "\x00".join(amounts) + "\x00"
         if _PLAIN_AMOUNTS.fullmatch(joined) is None:
             return None
-        amounts = list(map(int, joined.replace(".00", "").split()))
+        amounts = list(map(int, joined.replace(".00", "").split("\x00")[:-1]))
+        if len(amounts) != count:
+            return None
         directions = columns[group[self.direction]]
         if not set(directions) <= _DIRECTIONS.keys():
             return None
@@ -980,8 +998,8 @@ def _row_rupiah(row: tuple, at: tuple, n: int, t: int | None, rupiah, whole_amou
 # the root only, a default namespace, entries as `<Ntry>`. Anything else
 # goes to the tree path, which reads it as before.
 
-# Amounts "150000.00", one a line; no value has a "\x00" (XML cannot carry it).
-_PLAIN_AMOUNTS = re.compile(r"(?:[1-9][0-9]{0,17}\.00\n)*")
+# Amounts "150000.00", each ended by "\x00" (XML cannot carry it, so no value has one).
+_PLAIN_AMOUNTS = re.compile(r"(?:[1-9][0-9]{0,17}\.00\x00)*")
 _FIRST_PAYMENT_CODE = re.compile(r"(?:[^\x00]*?(?<![0-9])([0-9]{11})(?![0-9]))?[^\x00]*\x00")
 _MARKUP = re.compile(r"""<(?:[^>"']|"[^"]*"|'[^']*')*>|[^<]+""")
 _START_TAG = re.compile(r"""<([^\s/>]+)((?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*)\s*(/?)>""")
@@ -1208,7 +1226,7 @@ class _Uniform:
                 return None
             try:
                 lines += self.lines(rows, entries)
-            except StatementError:
+            except Exception:  # only once every later piece is known uniform (so well-formed)
                 if self.all_uniform(pieces[i + 1:]):
                     raise
                 return None
@@ -1283,7 +1301,7 @@ def _uniform_camt(raw: bytes, fmt: str | None) -> _Uniform | None:
             return None
         elements = list(entries[0].iter())
         reader = _EntryReader.for_shape(entries[0], elements, 1, entry_class, ns, kind, version, bindings)
-    except StatementError:
+    except Exception:  # a refusal, or a crash: either only once the file is known well-formed
         if not only_entries():
             return None
         raise
@@ -1392,7 +1410,7 @@ def _stream_camt(raw: bytes, fmt: str | None) -> StatementStream | None:
                     raise NotStreamable("an entry is not shaped as the first")
                 try:
                     lines = uniform.lines(rows, entries)
-                except StatementError:
+                except Exception:  # only once every later piece is known uniform (so well-formed)
                     if uniform.all_uniform(pieces[i + 1:]):
                         raise
                     raise NotStreamable("an entry is not shaped as the first") from None

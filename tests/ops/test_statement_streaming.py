@@ -154,6 +154,8 @@ async def test_a_csv_statement_streams_to_what_the_camt_one_stores(pool, clock, 
     ("2025-10-02,sideways,1000", "line 9, direction: 'sideways' is not credit or debit"),
     ("02/10/2025,credit,1000", "line 9, booking_date: '02/10/2025' is not a date (YYYY-MM-DD)"),
     ("2025-10-02,credit,10.50", "line 9.amount_rupiah: 10.50 has a fraction of a rupiah"),
+    ("2025-10-02,credit,1E+1000000", "line 9.amount_rupiah: 1E+1000000 is too large; amounts have at most 18 digits"),
+    ("2025-10-02,credit,Infinity", "line 9.amount_rupiah: 'Infinity' is not an amount"),
     ("2025-10-02,credit,1000,R,E,1,x,extra", "line 9: more fields than columns"),
     ('2025-10-02,credit,1000,R,E,,"' + "x" * 200_000 + '"', "line 9: the CSV cannot be read: field larger than"),
 ])
