@@ -35,7 +35,7 @@ from gateway.service.payments import PaymentsService
 from gateway.store import database
 
 PAY_CONCURRENCY = 32
-REPEATS = 3
+REPEATS = 7
 FORMATS = ("camt.053", "csv")
 ENTRY_COLUMNS = ["statement_id", "line_no", "direction", "amount_rupiah", "booked_on", "bank_reference",
                  "end_to_end_id", "payment_code", "remittance"]

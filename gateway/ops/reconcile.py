@@ -296,8 +296,7 @@ async def _store(
             assert existing is not None
             return existing, False
         with collector_paused():
-            counts = await _reconcile_into(conn, statement_id, statement, pieces, channel_prefix)
-        summary = await get_statement(conn, statement_id)
+            summary, counts = await _reconcile_into(conn, statement_id, statement, pieces, channel_prefix)
     log.info("statement_imported", statement_id=statement_id, format=statement.format,
              statement_ref=statement.statement_ref, **counts)
     return summary, True
@@ -305,9 +304,9 @@ async def _store(
 
 async def _reconcile_into(
     conn: asyncpg.Connection, statement_id: int, statement: Statement, pieces: Iterable[list[Line]], channel_prefix: str,
-) -> dict[str, int]:
+) -> tuple[dict, dict[str, int]]:
     """Pair and write the lines, the ledger_only items and the statement's
-    result; returns the counts."""
+    result; returns the statement's summary and the counts."""
     # The first piece is read while PostgreSQL looks up the payments.
     lookup = asyncio.create_task(expected_payments(conn, statement.from_date, statement.to_date, channel_prefix))
     await asyncio.sleep(0)  # the lookup is sent
@@ -325,11 +324,12 @@ async def _reconcile_into(
     entries, credit_rupiah, debit_rupiah = await _write_lines(conn, statement_id, pieces, pairer)
     ledger_only = pairer.ledger_only()
     counts = pairer.counts
-    await conn.execute(
-        """update ops_statements
-              set entries = $2, matched = $3, bank_only = $4, ledger_only = $5, amount_mismatch = $6,
-                  bank_credit_rupiah = $7, bank_debit_rupiah = $8
-            where id = $1""",
+    summary = await conn.fetchrow(
+        f"""update ops_statements
+               set entries = $2, matched = $3, bank_only = $4, ledger_only = $5, amount_mismatch = $6,
+                   bank_credit_rupiah = $7, bank_debit_rupiah = $8
+             where id = $1
+         returning {_SUMMARY_COLUMNS}""",
         statement_id, entries, counts["matched"], counts["bank_only"], counts["ledger_only"],
         counts["amount_mismatch"], credit_rupiah, debit_rupiah,
     )
@@ -338,7 +338,7 @@ async def _reconcile_into(
             "ops_reconciliation_ledger_only", records=[(statement_id, *row) for row in ledger_only],
             columns=["statement_id", "item_no", "direction", "payment_id", "npp", "ledger_amount_rupiah"],
         )
-    return counts
+    return _summary(summary), counts
 
 
 async def _write_lines(
@@ -417,11 +417,10 @@ async def _existing(conn: asyncpg.Connection, statement: Statement) -> dict | No
     return None
 
 
-_SUMMARY_SQL = """
-    select id, format, statement_ref, account, file_name, from_date, to_date, channel_prefix, entries,
+_SUMMARY_COLUMNS = """id, format, statement_ref, account, file_name, from_date, to_date, channel_prefix, entries,
            matched, bank_only, ledger_only, amount_mismatch, bank_credit_rupiah, bank_debit_rupiah,
-           encode(sha256, 'hex') as sha256, imported_at
-      from ops_statements"""
+           encode(sha256, 'hex') as sha256, imported_at"""
+_SUMMARY_SQL = f"select {_SUMMARY_COLUMNS} from ops_statements"
 
 
 def _summary(row: asyncpg.Record) -> dict:
