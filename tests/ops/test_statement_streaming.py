@@ -18,7 +18,6 @@ from gateway.domain.periods import WIB
 from gateway.ops import reconcile
 from gateway.ops.statements import Line, StatementError, parse, render, stream
 
-TABLES = ("ops_statements", "ops_statement_entries", "ops_reconciliation_ledger_only")
 PIECE = 2  # entries per piece: every statement below is several pieces
 
 
@@ -55,7 +54,10 @@ def result(summary: dict) -> tuple:
 
 
 async def table_counts(pool) -> list[int]:
-    return [await pool.fetchval(f"select count(*) from {table}") for table in TABLES]
+    """Rows in ops_statements, ops_statement_entries, ops_reconciliation_ledger_only."""
+    return list(await pool.fetchrow(
+        """select (select count(*) from ops_statements), (select count(*) from ops_statement_entries),
+                  (select count(*) from ops_reconciliation_ledger_only)"""))
 
 
 def read_whole(logs: list[dict]) -> list[str]:
