@@ -309,15 +309,17 @@ async def _reconcile_into(
     result; returns the statement's summary and the counts."""
     # The first piece is read while PostgreSQL looks up the payments.
     lookup = asyncio.create_task(expected_payments(conn, statement.from_date, statement.to_date, channel_prefix))
-    await asyncio.sleep(0)  # the lookup is sent
     pieces = iter(pieces)
     try:
+        await asyncio.sleep(0)  # the lookup is sent
         first = next(pieces, None)
-    except Exception:
-        with contextlib.suppress(Exception):
+        payments = await lookup
+    except BaseException as error:  # a refusal, or a cancellation: the lookup must be off the connection first
+        if isinstance(error, asyncio.CancelledError):
+            lookup.cancel()
+        with contextlib.suppress(BaseException):
             await lookup
         raise
-    payments = await lookup
     if first is not None:
         pieces = itertools.chain([first], pieces)
     pairer = Pairer(payments)
