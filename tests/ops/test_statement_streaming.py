@@ -7,6 +7,7 @@ change only in the transaction that inserts it (migration 0017)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import dataclasses
 import datetime as dt
 
@@ -232,3 +233,27 @@ async def test_a_row_inserted_in_a_savepoint_is_not_the_transaction_s_own(pool):
         with pytest.raises(asyncpg.CheckViolationError, match="written once by its import"):
             await conn.execute(RESULT, statement_id)
 
+
+
+async def test_a_cancelled_import_writes_nothing_and_leaves_the_service_working(pool, clock, paid_ledger):
+    """A client that goes away mid-import (its request task cancelled) while a
+    piece is being written: nothing stays, the garbage collector runs again,
+    and the same file imports afterwards."""
+    camt = render(await bank_statement(pool, clock, paid_ledger), "camt.053")
+    statement = parse(camt)
+    before = await table_counts(pool)
+    importing: list[asyncio.Task] = []
+
+    def pieces():
+        yield statement.lines[:2]
+        yield statement.lines[2:4]
+        importing[0].cancel()  # lands at the import's next await, with pieces sent or in flight
+        yield statement.lines[4:]
+
+    importing.append(asyncio.create_task(reconcile._store(pool, statement, pieces(), "", "")))
+    with pytest.raises(asyncio.CancelledError):
+        await importing[0]
+    assert gc.isenabled()
+    assert await table_counts(pool) == before
+    summary, created = await reconcile.import_statement(pool, camt)
+    assert created and summary["entries"] == 7
