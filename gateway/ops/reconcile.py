@@ -51,6 +51,7 @@ from gateway.ops.statements import (
 log = structlog.get_logger("kanal.reconcile")
 
 KINDS = ("matched", "bank_only", "ledger_only", "amount_mismatch")
+TOTAL_RUPIAH_MAX = 2**63 - 1  # a statement's credits or debits: ops_statements.bank_*_rupiah are bigint
 LIST_LIMIT_MAX = 500
 ENTRY_COLUMNS = ["statement_id", "line_no", "direction", "amount_rupiah", "booked_on", "bank_reference",
                  "end_to_end_id", "payment_code", "remittance",
@@ -251,15 +252,19 @@ async def import_statement(
     """Parse, reconcile and store a statement. Returns (summary, created):
     `created` is False when this very file had been imported before.
 
-    A uniform camt file with a period is streamed: each piece of
-    `entries_per_piece` entries is paired and written while the next is
-    read, so that PostgreSQL stores lines while Python reads them. Any other
-    file, or one that turns out not to stream (`NotStreamable`: that attempt
-    is rolled back), is read whole first. Both store the same rows and
-    refuse with the same errors."""
+    A CSV file, or a uniform camt file with a period, is streamed: each
+    piece of `entries_per_piece` entries is paired and written while the
+    next is read, so that PostgreSQL stores lines while Python reads them.
+    Any other file, or one that turns out not to stream (`NotStreamable`:
+    that attempt is rolled back), is read whole first. Both store the same
+    rows and refuse with the same errors."""
     if len(channel_prefix) > 80:
         raise StatementError("channel_prefix is longer than 80 characters",
                              [{"field": "channel_prefix", "problem": "at most 80 characters"}])
+    for name, value in (("statement_ref", statement_ref), ("account", account), ("channel_prefix", channel_prefix),
+                        ("file_name", file_name)):
+        if "\x00" in value:  # PostgreSQL text cannot hold it
+            raise StatementError(f"{name} holds a NUL character", [{"field": name, "problem": "NUL is not allowed"}])
     streamed = stream(raw, fmt, statement_ref=statement_ref, account=account)
     if streamed is not None:
         try:
@@ -292,7 +297,12 @@ async def _store(
             statement.from_date, statement.to_date, channel_prefix,
         )
         if statement_id is None:
-            existing = await _existing(conn, statement)  # or StatementConflict: another file claimed it
+            try:
+                existing = await _existing(conn, statement)
+            except StatementConflict:  # another file claimed the statement: this file's own refusal comes first
+                for _ in pieces:
+                    pass
+                raise
             assert existing is not None
             return existing, False
         with collector_paused():
@@ -383,6 +393,10 @@ async def _write_lines(
             lines_written += len(lines)
             credit_rupiah += credit
             debit_rupiah += sum(line.amount_rupiah for line in lines) - credit
+            if max(credit_rupiah, debit_rupiah) > TOTAL_RUPIAH_MAX:
+                direction = "credits" if credit_rupiah > TOTAL_RUPIAH_MAX else "debits"
+                raise StatementError(f"the statement's {direction} add up to more than {TOTAL_RUPIAH_MAX:,} rupiah",
+                                     [{"field": "statement", "problem": f"{direction} total over {TOTAL_RUPIAH_MAX}"}])
             queue.put_nowait(records)
             await asyncio.sleep(0)  # the writer sends this piece before the next is read
     except asyncio.CancelledError:

@@ -112,9 +112,6 @@ def whole_rupiah(value: object, where: str) -> int:
     if not amount.is_finite():  # Infinity, NaN, sNaN
         raise StatementError(f"{where}: {str(value).strip()!r} is not an amount",
                              [{"field": where, "problem": "not a number"}])
-    if amount.adjusted() >= _WHOLE_AMOUNT_DIGITS_MAX:  # before int(): 1E+1000000 would take minutes
-        raise StatementError(f"{where}: {value} is too large; amounts have at most {_WHOLE_AMOUNT_DIGITS_MAX} digits",
-                             [{"field": where, "problem": f"at most {_WHOLE_AMOUNT_DIGITS_MAX} digits"}])
     if amount != amount.to_integral_value():
         raise StatementError(
             f"{where}: {value} has a fraction of a rupiah; rupiah amounts are whole",
@@ -123,6 +120,9 @@ def whole_rupiah(value: object, where: str) -> int:
     if amount <= 0:
         raise StatementError(f"{where}: {value} must be positive (the direction says credit or debit)",
                              [{"field": where, "problem": "must be greater than 0"}])
+    if amount.adjusted() >= _WHOLE_AMOUNT_DIGITS_MAX:  # before int(): 1E+1000000 would take minutes
+        raise StatementError(f"{where}: {value} is too large; amounts have at most {_WHOLE_AMOUNT_DIGITS_MAX} digits",
+                             [{"field": where, "problem": f"at most {_WHOLE_AMOUNT_DIGITS_MAX} digits"}])
     return int(amount)
 
 
@@ -206,6 +206,8 @@ def _parse_csv(raw: bytes, statement_ref: str, account: str) -> Statement:
     each distinct booking date is parsed once: ~3x faster, same rules."""
     table = _CsvTable.read(raw)
     lines = table.lines(table.rows, 1)
+    if table.split_error is not None:
+        raise table.split_error
     if not lines:
         raise StatementError("the CSV has a header but no entries")
     days = {line.booked_on for line in lines}
@@ -215,11 +217,15 @@ def _parse_csv(raw: bytes, statement_ref: str, account: str) -> Statement:
 @dataclass
 class _CsvTable:
     """A CSV statement's rows (lists of fields, blank rows included), and
-    where each column is."""
+    where each column is. What stopped the csv module splitting the rest
+    (`split_error`) and a NUL (`nul_line`, which PostgreSQL text cannot hold)
+    are refused in line order, after what the lines before them hold."""
 
     rows: list[list[str]]
     width: int
     at: tuple[int, ...]  # the positions of CSV_COLUMNS
+    split_error: StatementError | None = None  # after the last row
+    nul_line: int = 0  # the line number of the first line with a NUL, 0: none
     dates: dict = field(default_factory=dict)  # booking_date text -> date, parsed once each
 
     @classmethod
@@ -243,25 +249,41 @@ class _CsvTable:
             rows.extend(reader)
         except csv.Error as error:  # a field over the csv module's limit (128 KiB)
             where = "line 1" if header is None else f"line {sum(1 for row in rows if row) + 2}"
-            raise StatementError(f"{where}: the CSV cannot be read: {error}", [{"field": where, "problem": str(error)}]) \
-                from None
+            split_error = StatementError(f"{where}: the CSV cannot be read: {error}",
+                                         [{"field": where, "problem": str(error)}])
+            if header is None:
+                raise split_error from None
+        else:
+            split_error = None
+        nul_line = 0
+        if "\x00" in text:
+            n = 1
+            for row in rows:
+                if row:
+                    n += 1
+                    if any("\x00" in value for value in row):
+                        nul_line = n
+                        break
         width = len(header)
         # A column named twice: the last one counts (as a dict of the row would
         # have it). A column not in the header reads as "": its position is past
         # any row's end.
         position = dict.fromkeys(CSV_COLUMNS, width) | {name: i for i, name in enumerate(header)}
-        return cls(rows, width, tuple(position[c] for c in CSV_COLUMNS))
+        return cls(rows, width, tuple(position[c] for c in CSV_COLUMNS), split_error, nul_line)
 
     def lines(self, rows: list[list[str]], n: int) -> list[Line]:
         """The lines of `rows`; `n` is the line number of the non-blank row
         before them (1: the header)."""
         at_date, at_direction, at_amount, at_bank_ref, at_e2e, at_code, at_remittance = self.at
-        width, dates = self.width, self.dates
+        width, dates, nul_line = self.width, self.dates, self.nul_line
         lines = []
         for row in rows:
             if not row:
                 continue  # a blank line is not an entry, nor counted
             n += 1
+            if n == nul_line:
+                raise StatementError(f"line {n}: a field holds a NUL character",
+                                     [{"field": f"line {n}", "problem": "NUL (\\x00) is not allowed"}])
             size = len(row)
             if size > width:
                 raise StatementError(f"line {n}: more fields than columns", [{"field": f"line {n}", "problem": "too many fields"}])
@@ -1140,7 +1162,7 @@ def _plain_content(raw: bytes, region: str) -> bool:
 
 
 class NotStreamable(Exception):
-    """Found while streaming a statement (`StatementStream.chunks`): the file
+    """Found while streaming a statement (`StatementStream.pieces`): the file
     has to be read whole, by `parse`. Nothing read so far may be kept."""
 
 
@@ -1382,7 +1404,7 @@ def _sha256_meanwhile(raw: bytes) -> Future:
 def _stream_csv(raw: bytes, statement_ref: str, account: str, digest: Future) -> StatementStream | None:
     table = _CsvTable.read(raw)
     days = table.days()
-    if days is None or sum(1 for row in table.rows if row) > STATEMENT_ENTRIES_MAX:
+    if days is None or table.split_error is not None or sum(1 for row in table.rows if row) > STATEMENT_ENTRIES_MAX:
         return None  # `parse` says why
     sha256 = digest.result()
     statement = Statement("csv", statement_ref.strip() or f"csv:{sha256.hex()[:16]}", account.strip(), *days, [], sha256)

@@ -219,6 +219,16 @@ async def test_the_inserting_transaction_cannot_change_what_the_statement_is(poo
             await conn.execute(sql, statement_id)
 
 
+async def test_the_result_is_written_once_even_by_its_own_transaction(pool):
+    # Once it holds a result (entries > 0) the row is a committed statement's
+    # look-alike: after transaction ids wrap around, an xmin alone would not tell.
+    async with pool.acquire() as conn, conn.transaction():
+        statement_id = await conn.fetchval(INSERT, b"S-5")
+        await conn.execute(RESULT, statement_id)
+        with pytest.raises(asyncpg.CheckViolationError, match="written once by its import"):
+            await conn.execute("update ops_statements set bank_credit_rupiah = 1 where id = $1", statement_id)
+
+
 async def test_the_result_still_has_to_add_up(pool):
     async with pool.acquire() as conn, conn.transaction():
         statement_id = await conn.fetchval(INSERT, b"S-3")

@@ -1,5 +1,6 @@
 """Independent review of streamed statement imports (abdf1af..5ec6ba8):
-reproducers for defects found. Each test fails on 5ec6ba8."""
+reproducers for the defects it found. Each test failed on 5ec6ba8 and
+passes since the fixes that followed."""
 
 from __future__ import annotations
 

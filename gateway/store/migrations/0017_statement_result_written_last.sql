@@ -21,7 +21,10 @@
 --
 -- "Inserted by this transaction" is the row's xmin being this transaction's
 -- id; a row inserted in a subtransaction (a savepoint) has the
--- subtransaction's id, and is refused like any other.
+-- subtransaction's id, and is refused like any other. The row must also
+-- still hold no result (entries = 0: every imported statement has at least
+-- one line), so that after transaction ids wrap around, a transaction whose
+-- id equals an old row's xmin still cannot rewrite that row.
 -- tests/ops/test_statement_streaming.py writes and updates rows with plain SQL.
 
 create function kanal_ops_statement_changed() returns trigger language plpgsql as $$
@@ -32,6 +35,7 @@ begin
            is not distinct from
            (old.id, old.sha256, old.format, old.statement_ref, old.account, old.file_name, old.from_date,
             old.to_date, old.channel_prefix, old.imported_at)
+       and old.entries = 0
        and (select s.xmin from ops_statements s where s.id = old.id) = xid(pg_current_xact_id()) then
         return new;
     end if;
