@@ -108,7 +108,9 @@ def markdown(results: dict) -> str:
         )
     st = results.get("settlement")
     if st:
-        for fmt in ("camt.053", "csv"):
+        for fmt in ("camt.053", "csv", "camt.053 read whole"):
+            if fmt not in st:
+                continue
             lines.append(
                 f"| settlement import, {st['rows']:,} lines, {fmt} | {st[fmt]['rows_per_second']:,} rows/s | raw COPY "
                 f"{st['copy_rows_per_second']:,} rows/s | {st['ratio_to_copy'][fmt]} |"

@@ -248,6 +248,7 @@ async def import_statement(
     channel_prefix: str = "",
     file_name: str = "",
     entries_per_piece: int = STREAM_ENTRIES_PER_PIECE,
+    streamed: bool = True,
 ) -> tuple[dict, bool]:
     """Parse, reconcile and store a statement. Returns (summary, created):
     `created` is False when this very file had been imported before.
@@ -257,7 +258,8 @@ async def import_statement(
     next is read, so that PostgreSQL stores lines while Python reads them.
     Any other file, or one that turns out not to stream (`NotStreamable`:
     that attempt is rolled back), is read whole first. Both store the same
-    rows and refuse with the same errors."""
+    rows and refuse with the same errors. `streamed=False` reads every file
+    whole first (the benchmark compares the two)."""
     if len(channel_prefix) > 80:
         raise StatementError("channel_prefix is longer than 80 characters",
                              [{"field": "channel_prefix", "problem": "at most 80 characters"}])
@@ -265,10 +267,10 @@ async def import_statement(
                         ("file_name", file_name)):
         if "\x00" in value:  # PostgreSQL text cannot hold it
             raise StatementError(f"{name} holds a NUL character", [{"field": name, "problem": "NUL is not allowed"}])
-    streamed = stream(raw, fmt, statement_ref=statement_ref, account=account)
-    if streamed is not None:
+    streaming = stream(raw, fmt, statement_ref=statement_ref, account=account) if streamed else None
+    if streaming is not None:
         try:
-            return await _store(pool, streamed.statement, streamed.pieces(entries_per_piece), channel_prefix, file_name)
+            return await _store(pool, streaming.statement, streaming.pieces(entries_per_piece), channel_prefix, file_name)
         except NotStreamable as reason:
             log.info("statement_read_whole", reason=str(reason))
     statement = parse(raw, fmt, statement_ref=statement_ref, account=account)
