@@ -1236,25 +1236,33 @@ class _Uniform:
         return all(_entry_rows(self.plan, self.text, start, end, self.markup) is not None for start, end in pieces)
 
 
-    def read(self, entries_per_piece: int | None = None) -> list[Line] | None:
-        """Every line; None when the file is not uniform after all. A value
-        the reader refuses is refused only once every later piece is known
-        uniform: otherwise the tree path reads the file and decides."""
+    def each(self, entries_per_piece: int | None) -> Iterator[list[Line]]:
+        """The lines, a piece at a time; NotStreamable when the file is not
+        uniform after all. A value the reader refuses is refused only once
+        every later piece is known uniform: otherwise the tree path reads the
+        file and decides."""
         pieces = self.pieces(entries_per_piece)
-        lines: list[Line] = []
         entries = 0
         for i, (start, end) in enumerate(pieces):
-            rows = self.rows(start, end)
-            if rows is None:
-                return None
-            try:
-                lines += self.lines(rows, entries)
-            except Exception:  # only once every later piece is known uniform (so well-formed)
-                if self.all_uniform(pieces[i + 1:]):
-                    raise
-                return None
+            with collector_paused():
+                rows = self.rows(start, end)
+                if rows is None:
+                    raise NotStreamable("an entry is not shaped as the first")
+                try:
+                    lines = self.lines(rows, entries)
+                except Exception:  # only once every later piece is known uniform (so well-formed)
+                    if self.all_uniform(pieces[i + 1:]):
+                        raise
+                    raise NotStreamable("an entry is not shaped as the first") from None
             entries += len(rows)
-        return lines
+            yield lines
+
+    def read(self, entries_per_piece: int | None = None) -> list[Line] | None:
+        """Every line (`each`); None when the file is not uniform after all."""
+        try:
+            return [line for lines in self.each(entries_per_piece) for line in lines]
+        except NotStreamable:
+            return None
 
 
 def _uniform_camt(raw: bytes, fmt: str | None) -> _Uniform | None:
@@ -1438,23 +1446,11 @@ def _stream_camt(raw: bytes, fmt: str | None, digest: Future) -> StatementStream
                           *period, [], sha256)
 
     def pieces(entries_per_piece: int) -> Iterator[list[Line]]:
-        pieces = uniform.pieces(entries_per_piece)
-        entries = lines_read = 0
-        for i, (start, end) in enumerate(pieces):
-            with collector_paused():
-                rows = uniform.rows(start, end)
-                if rows is None:
-                    raise NotStreamable("an entry is not shaped as the first")
-                try:
-                    lines = uniform.lines(rows, entries)
-                except Exception:  # only once every later piece is known uniform (so well-formed)
-                    if uniform.all_uniform(pieces[i + 1:]):
-                        raise
-                    raise NotStreamable("an entry is not shaped as the first") from None
-                days = {line.booked_on for line in lines}
+        lines_read = 0
+        for lines in uniform.each(entries_per_piece):
+            days = {line.booked_on for line in lines}
             if min(days) < statement.from_date or max(days) > statement.to_date:
                 raise NotStreamable("a line is booked outside the statement's period")
-            entries += len(rows)
             lines_read += len(lines)
             if lines_read > STATEMENT_ENTRIES_MAX:
                 raise NotStreamable("more lines than a statement may have")  # `parse` says how many
