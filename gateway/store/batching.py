@@ -36,12 +36,8 @@ from bank_adapters.base import PayCommand
 from bank_adapters.grouping import MicroBatcher, settle, settle_all
 
 _BATCH_SQL = """
-select t.n, r.*
-  from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[])
-       with ordinality as t(channel, idempotency_key, payment_code, amount_rupiah, bank_reference, now, n)
- cross join lateral kanal_pay(t.channel, t.idempotency_key, t.payment_code, t.amount_rupiah,
-                              t.bank_reference, t.now) r
- order by t.n
+select * from kanal_pay_batch($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::timestamptz[])
+ order by n
 """
 
 _ONE_SQL = "select * from kanal_pay($1, $2, $3, $4, $5, $6)"
