@@ -133,3 +133,69 @@ async def test_wage_reports_after_analyzing_an_empty_bills_table_scan_no_bill(da
     assert {t: after[t][0] - before[t][0] for t in BILL_TABLES} == {"bills": 0, "bill_lines": 0}
     assert await pool.fetchval("select count(*) from bills") == 32
 
+
+
+async def _index_entries_read(pool: asyncpg.Pool, conn: asyncpg.Connection, *, inserted: int) -> dict[str, int]:
+    """Index entries read per table, once `conn`'s backend has reported."""
+    await conn.execute("select pg_stat_force_next_flush()")
+    for _ in range(300):
+        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = 'payments'") >= inserted:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the backend never reported its statistics")
+    rows = await pool.fetch(
+        """select relname, sum(idx_tup_read)::bigint as read from pg_stat_user_indexes
+            where relname = any($1) group by relname""",
+        list(LEDGER_TABLES),
+    )
+    return {r["relname"]: r["read"] for r in rows}
+
+
+async def test_a_batch_reads_its_own_rows_not_the_ledger(database_url, pool, bills, clock):
+    """Set-based batches (migration 0018) join the batch to the ledger. With the
+    statistics of an empty ledger the planner may read a whole index once per
+    batch or per item instead of probing it by key: the balance check once read
+    every posting ever made for each batch. Counted in index entries read, a
+    batch must read about its own rows, however many the ledger holds."""
+    employer, _, kpjs = await bills.create_employer(workers=100, segment="BPU")
+    await bills.report(employer, "", kpjs, bills.default_period())
+    created = await pool.fetch(
+        "select payment_code, total_rupiah from bills where npp = $1 order by payment_code", employer["npp"]
+    )
+    assert len(created) == 100
+    await pool.execute("vacuum analyze")  # the ledger is empty: its statistics now say "no rows"
+    # Tombstones the statistics do not know about (reversals of payments that never came).
+    await pool.execute(
+        """insert into reversal_tombstones (channel, idempotency_key)
+           select 'test:BANK', 'gone' || g from generate_series(1, 2000) g"""
+    )
+
+    one = await database.create_pool(database_url, size_min=1, size_max=1)
+    try:
+        service = PaymentsService(one, clock=clock)
+
+        async def pay(rows, first_key):
+            results = await asyncio.gather(*(
+                service.pay(PayCommand(r["payment_code"], r["total_rupiah"], "test:BANK", f"k{first_key + n}", "R"))
+                for n, r in enumerate(rows)
+            ))
+            assert [r.outcome for r in results] == [PayOutcome.POSTED] * len(rows)
+
+        await pay(created[:90], 0)  # the ledger grows; its statistics still say "empty"
+        async with one.acquire() as conn:
+            before = await _index_entries_read(pool, conn, inserted=90)
+        await pay(created[90:], 90)
+        await service.close()
+        async with one.acquire() as conn:
+            after = await _index_entries_read(pool, conn, inserted=100)
+    finally:
+        await one.close()
+    read = {t: after.get(t, 0) - before.get(t, 0) for t in LEDGER_TABLES}
+    # Ten payments: three postings, one entry and one payment each, read a few
+    # times over by the checks. The ledger before them holds 270 postings, 90
+    # payments and 2,000 tombstones.
+    assert read["postings"] <= 10 * 10, read
+    assert read["payments"] <= 10 * 10, read
+    assert read["journal_entries"] <= 10 * 10, read
+    assert read["reversal_tombstones"] <= 10 * 2, read
