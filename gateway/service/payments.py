@@ -12,8 +12,9 @@ not on memory, so any number of gateway processes may share one PostgreSQL:
 
 Payments are posted in micro-batches (group commit, `PostingBatcher`): one
 statement and one commit for every payment that arrived while the previous
-batch was being written, each still decided on its own by `kanal_pay`
-(migration 0002) and answered with its own result.
+batch was being written, each still decided on its own, as `kanal_pay`
+(migrations 0002, 0010, 0018) would alone, and answered with its own result
+(`kanal_pay_batch`, migration 0018).
 """
 
 from __future__ import annotations

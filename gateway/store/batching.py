@@ -1,19 +1,21 @@
 """Group commit for payments.
 
-Concurrent `pay` calls are gathered into micro-batches. A batch is one
-statement (`kanal_pay` applied to each item through a LATERAL join, in
-payment-code order) and therefore one transaction and one WAL flush, while
-each item is still decided on its own, with the same constraints and locks as
-alone. Each caller gets its own row back.
+Concurrent `pay` calls are gathered into micro-batches. A batch is one call
+of `kanal_pay_batch` (migration 0018) and therefore one transaction and one
+WAL flush, while each item is still decided on its own, with the same
+constraints and locks as alone. Each caller gets its own row back.
 
 Why this is still exactly-once (docs/ledger.md has the long form):
 - every guarantee lives in the database (unique indexes, the bill row lock,
   the balance triggers), not in the batcher; a batch only shares a commit;
-- items of one batch run one after the other inside the statement, so a
-  second request for the same key or bill in the same batch sees the first
-  one's uncommitted rows and answers `replayed` / `paid_bill`;
-- items are sorted by payment code, so any two batches (in this process or
-  another) lock bills in the same order and cannot deadlock on them;
+- the batch answers exactly what `kanal_pay` applied to the items one after
+  the other would: the items nothing else in the batch can affect are
+  written together, set-based, and every other one (a second request for
+  the same key or bill, a retry...) goes through `kanal_pay` after them, so
+  it sees their rows and answers `replayed` / `paid_bill`;
+- items are sorted by payment code, and bills are locked in that order, so
+  any two batches (in this process or another) lock bills in the same order
+  and cannot deadlock on them;
 - if a batch fails as a whole (a fault, not an outcome: outcomes are rows),
   nothing of it committed, and each of its items is retried alone, so one
   poisonous item fails only itself.

@@ -1,12 +1,14 @@
-"""Review of migration 0018 (kanal_pay_batch): where the set-based batch does
-not behave like kanal_pay applied to each item in order.
+"""Review of migration 0018 (kanal_pay_batch): where the set-based batch did
+not behave like kanal_pay applied to each item in order. Each test failed
+before its fix, and is kept as a regression test.
 
 Each test runs twice: `batch` is today's statement (the one PostingBatcher
 sends), `per_item` is the statement it replaced (kanal_pay applied to each
-item through a LATERAL join, gateway/store/batching.py before 0018). For the
-deadlock and the plan, `per_item` is the control: it passes, so the test does
-not fail for a reason of its own, and the defect is new in 0018. The last
-test fails both ways: a race 0018 inherited from kanal_pay and the reversal.
+item through a LATERAL join, gateway/store/batching.py before 0018), the
+control. The deadlock and the plan were new in the first draft of 0018
+(fixed there: kanal_lock_coverage, and lookups by key only); the reversal
+race was older than 0018 and failed both ways (fixed for kanal_pay, the
+batch and the reversal alike). The docstrings describe the defects as found.
 """
 
 from __future__ import annotations

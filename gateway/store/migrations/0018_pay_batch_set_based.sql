@@ -12,7 +12,8 @@
 --   when it is the batch's first item with its (channel, key) and with its
 --   payment code; no payment and no reversal tombstone holds its key; its bill
 --   is open, not expired and billed for exactly its amount; and no earlier
---   item's bill covers one of its bill's (participant, program) pairs.
+--   item that could post (its bill payable, its key free) covers one of its
+--   bill's (participant, program) pairs.
 -- * Every other item (a replay, a second payment of one bill, a wrong amount,
 --   a key a reversal got to, a worker two bills of the batch cover...) goes
 --   through kanal_pay itself, one after the other in batch order, after the
@@ -25,11 +26,16 @@
 -- before. Ids (payments, entries, outbox rows) are handed out in a different
 -- order within the batch; nothing reads meaning into that order.
 --
--- The locks are the ones kanal_pay takes, in the same order across batches:
--- every bill of the batch first, in payment-code order, then the plain items'
--- keys (pg_advisory_xact_lock, shared with the reversal: migration 0010), then
--- a fresh look for a payment or tombstone of those keys that committed
--- meanwhile (such an item goes to kanal_pay instead).
+-- The locks are the ones kanal_pay takes, in one order across batches: every
+-- bill of the batch first, in payment-code order, then the plain items' keys
+-- (pg_advisory_xact_lock, shared with the reversal: migration 0010), then a
+-- fresh look for a payment or tombstone of those keys that committed
+-- meanwhile (such an item goes to kanal_pay instead), then the coverage rows
+-- of the workers the plain items cover, in (participant, program) order
+-- (kanal_lock_coverage, which kanal_pay and the reversal now take too).
+--
+-- Plans: every table is reached by key, whatever its statistics say (see
+-- kanal_pay_batch's settings below, and migration 0013).
 --
 -- Every constraint applies as before: the unique indexes, the balance trigger
 -- on the postings statement, the per-entry balance check at commit.
@@ -70,6 +76,234 @@ begin
         or exists (select 1 from reversal_tombstones where channel = p_channel and idempotency_key = p_key);
 end $$;
 
+-- A payment's coverage rows, locked in one order everywhere: every
+-- (participant, program) its bills cover, in (participant, program) order.
+-- kanal_pay, kanal_pay_batch and the reversal (gateway/store/ledger.py) take
+-- them before they read or move any of them:
+-- * two payments covering the same workers (an employer paying two months
+--   at once, in two batches) queue instead of deadlocking;
+-- * a reversal that recomputes a worker's last paid month waits for a
+--   payment of another month still being written, and then sees its months.
+--   Before, a payment of an older month than the worker's last paid one took
+--   no lock on the row, and the reversal of the newer month, not seeing the
+--   older one yet, left the worker with no paid month at all
+--   (tests/reliability/test_pay_batch_review.py).
+create function kanal_lock_coverage(p_bills bigint[]) returns void
+language plpgsql
+set enable_seqscan = off set enable_hashjoin = off set enable_mergejoin = off set enable_material = off
+as $$
+begin
+    perform 1
+       from (select distinct l.participant_id, l.program
+               from unnest(p_bills) as b(id)
+               join lateral (select l.participant_id, l.program from bill_lines l
+                              where l.bill_id = b.id and l.participant_id is not null offset 0) l on true
+              order by l.participant_id, l.program) x
+       join lateral (select 1 from participant_coverage pc
+                      where pc.participant_id = x.participant_id and pc.program = x.program
+                     offset 0 for update) pc on true;
+end $$;
+
+-- kanal_pay as in 0010, with the coverage rows locked first (above). The
+-- rest is unchanged.
+create or replace function kanal_pay(
+    p_channel text, p_key text, p_code text, p_amount bigint, p_reference text, p_now timestamptz
+) returns kanal_pay_result
+language plpgsql set enable_seqscan = off as $$
+declare
+    r kanal_pay_result;
+    prior record;
+    bill record;
+    attempts int := 0;
+    v_payment bigint;
+    v_entry bigint;
+    v_posted timestamptz;
+    v_regencies text[];
+    v_programs text[];
+begin
+    loop
+        attempts := attempts + 1;
+        if attempts > 3 then
+            raise exception 'kanal_pay: key % on % kept racing', p_key, p_channel;
+        end if;
+        -- A key seen before answers what it committed.
+        select p.id, p.payment_code, p.amount_rupiah, p.status, p.posted_at, p.bill_id, j.id as entry_id
+          into prior
+          from payments p
+          join journal_entries j on j.payment_id = p.id and j.kind = 'payment'
+         where p.channel = p_channel and p.idempotency_key = p_key;
+        if found then
+            r.payment_id := prior.id;
+            r.amount_rupiah := prior.amount_rupiah;
+            if prior.payment_code <> p_code or prior.amount_rupiah <> p_amount then
+                r.outcome := 'conflict';
+                return r;
+            end if;
+            if prior.status = 'reversed' then
+                r.outcome := 'reversed';
+                return r;
+            end if;
+            r.outcome := 'replayed';
+            r.entry_id := prior.entry_id;
+            r.posted_at := prior.posted_at;
+            select coalesce(pp.name, e.name) into r.payer_name
+              from bills b join employers e on e.npp = b.npp left join participants pp on pp.id = b.participant_id
+             where b.id = prior.bill_id;
+            r.details := kanal_bill_details(prior.bill_id);
+            return r;
+        end if;
+        if exists (select 1 from reversal_tombstones where channel = p_channel and idempotency_key = p_key) then
+            r.outcome := 'reversed';
+            r.amount_rupiah := p_amount;
+            return r;
+        end if;
+
+        select b.id, b.payment_code, b.npp, b.period, b.status, b.total_rupiah, b.expires_at,
+               coalesce(pp.name, e.name) as payer_name
+          into bill
+          from bills b join employers e on e.npp = b.npp left join participants pp on pp.id = b.participant_id
+         where b.payment_code = p_code
+           for update of b;
+        if not found then
+            r.outcome := 'unknown_code';
+            r.amount_rupiah := p_amount;
+            return r;
+        end if;
+        r.amount_rupiah := bill.total_rupiah;
+        if bill.status = 'paid' then
+            -- A concurrent request under the same key may have won the bill
+            -- lock: a new statement's snapshot shows its committed payment.
+            perform 1 from payments where channel = p_channel and idempotency_key = p_key;
+            if found then
+                continue;
+            end if;
+            r.outcome := 'paid_bill';
+            return r;
+        end if;
+        if bill.expires_at <= p_now then
+            r.outcome := 'expired';
+            return r;
+        end if;
+        if p_amount <> bill.total_rupiah then
+            r.outcome := 'wrong_amount';
+            return r;
+        end if;
+        -- The key's lock, shared with the reversal (PaymentsService.reverse):
+        -- a reversal that found no payment has committed its tombstone by now,
+        -- and one still to come waits for this transaction and then sees the
+        -- payment. Taken after the bill lock, so locks are always bill, then key.
+        perform pg_advisory_xact_lock(hashtext(p_channel), hashtext(p_key));
+        if exists (select 1 from reversal_tombstones where channel = p_channel and idempotency_key = p_key) then
+            r.outcome := 'reversed';
+            r.amount_rupiah := p_amount;
+            return r;
+        end if;
+        begin
+            insert into payments (channel, idempotency_key, bill_id, payment_code, npp, amount_rupiah,
+                                  bank_reference, status, posted_at)
+            values (p_channel, p_key, bill.id, bill.payment_code, bill.npp, p_amount,
+                    left(coalesce(p_reference, ''), 200), 'posted', p_now)
+            returning id, posted_at into v_payment, v_posted;
+        exception when unique_violation then
+            -- The same key committed meanwhile on another bill: answer from it.
+            continue;
+        end;
+        exit;
+    end loop;
+
+    insert into accounts (code, kind) values ('clearing:' || p_channel, 'asset') on conflict (code) do nothing;
+    update bills set status = 'paid' where id = bill.id;
+    insert into journal_entries (kind, payment_id, npp, created_at)
+    values ('payment', v_payment, bill.npp, p_now) returning id into v_entry;
+
+    -- Every posting in one statement (the balance trigger checks the entry):
+    -- clearing debited the total; funds, each worker's JHT account and
+    -- late-fee income credited; the government's JKP share a receivable.
+    insert into postings (entry_id, account_id, npp, amount_rupiah)
+    select v_entry, a.id, bill.npp, x.amount
+      from (
+            select 'clearing:' || p_channel as code, p_amount as amount
+            union all
+            select 'fund:' || program, -sum(employer_rupiah + worker_rupiah)::bigint
+              from bill_lines where bill_id = bill.id and program in ('JKK', 'JKM', 'JP', 'JKP')
+             group by program
+            union all
+            select 'jht:' || pp.kpj, -sum(l.employer_rupiah + l.worker_rupiah)::bigint
+              from bill_lines l join participants pp on pp.id = l.participant_id
+             where l.bill_id = bill.id and l.program = 'JHT'
+             group by pp.kpj
+            union all
+            select 'income:late_fees', -coalesce(sum(employer_rupiah + worker_rupiah), 0)::bigint
+              from bill_lines where bill_id = bill.id and program = 'DENDA'
+            union all
+            select 'receivable:government:JKP', coalesce(sum(government_rupiah), 0)::bigint
+              from bill_lines where bill_id = bill.id
+            union all
+            select 'fund:JKP', -coalesce(sum(government_rupiah), 0)::bigint
+              from bill_lines where bill_id = bill.id
+           ) x
+      join accounts a on a.code = x.code
+     where x.amount <> 0;
+
+    -- The workers' coverage rows, locked in (participant, program) order
+    -- before anything is read from them (migration 0018).
+    perform kanal_lock_coverage(array[bill.id]);
+
+    -- Coverage: record the paid months, move last_paid_period forward, and
+    -- append counter deltas (-1 old bucket, +1 new) per regency and program.
+    with lines as (
+        select distinct participant_id, program from bill_lines
+         where bill_id = bill.id and participant_id is not null
+    ), ins as (
+        insert into coverage_months (participant_id, program, period, payment_id, npp)
+        select participant_id, program, bill.period, v_payment, bill.npp from lines
+        on conflict do nothing
+        returning participant_id, program
+    ), old as (
+        select pc.participant_id, pc.program, pc.regency_code, pc.segment, pc.last_paid_period
+          from participant_coverage pc join ins using (participant_id, program)
+         where pc.last_paid_period is null or pc.last_paid_period < bill.period
+           for update of pc
+    ), upd as (
+        update participant_coverage pc set last_paid_period = bill.period
+          from old where pc.participant_id = old.participant_id and pc.program = old.program
+        returning 1
+    ), deltas as (
+        select regency_code, program, segment, last_paid_period as bucket, -count(*)::int as delta
+          from old where last_paid_period is not null group by 1, 2, 3, 4
+        union all
+        select regency_code, program, segment, bill.period, count(*)::int from old group by 1, 2, 3
+    ), written as (
+        insert into coverage_deltas (regency_code, program, segment, last_paid_period, delta, payment_id)
+        select regency_code, program, segment, bucket, delta, v_payment from deltas where delta <> 0
+        returning regency_code, program
+    )
+    select array_agg(distinct regency_code order by regency_code), array_agg(distinct program order by program)
+      into v_regencies, v_programs
+      from written;
+
+    insert into outbox (topic, npp, payload)
+    values ('payment.posted', bill.npp, jsonb_build_object(
+        'payment_id', v_payment, 'payment_code', bill.payment_code, 'npp', bill.npp, 'period', bill.period,
+        'amount_rupiah', p_amount, 'channel', p_channel, 'bank_reference', coalesce(p_reference, ''),
+        'posted_at', v_posted));
+    if v_regencies is not null then
+        insert into outbox (topic, npp, payload)
+        values ('coverage.changed', bill.npp, jsonb_build_object(
+            'regencies', to_jsonb(v_regencies), 'programs', to_jsonb(v_programs), 'payment_id', v_payment));
+    end if;
+    -- Identical notifications in one transaction are folded into one.
+    perform pg_notify('kanal_events', 'payment.posted');
+
+    r.outcome := 'posted';
+    r.payment_id := v_payment;
+    r.entry_id := v_entry;
+    r.posted_at := v_posted;
+    r.payer_name := bill.payer_name;
+    r.details := kanal_bill_details(bill.id);
+    return r;
+end $$;
+
 create type kanal_pay_batch_result as (
     n              bigint,
     outcome        text,
@@ -84,9 +318,18 @@ create type kanal_pay_batch_result as (
 create function kanal_pay_batch(
     p_channels text[], p_keys text[], p_codes text[], p_amounts bigint[], p_references text[], p_nows timestamptz[]
 ) returns setof kanal_pay_batch_result
-language plpgsql set enable_seqscan = off as $$
+language plpgsql
+-- Every table is reached by key: a lookup per item (LATERAL ... OFFSET 0, a
+-- subquery the planner cannot turn into a join) or a restriction on the
+-- primary key. What is joined is the batch's own rows. Hash and merge joins,
+-- materialized rescans and sequential scans stay off, so that a plan cached
+-- while a table was small or analyzed empty still probes by key as the
+-- table grows (migration 0013).
+set enable_seqscan = off set enable_hashjoin = off set enable_mergejoin = off set enable_material = off
+as $$
 declare
-    v_plain bigint[];
+    v_plain bigint[];       -- the plain items' n, in batch order
+    v_plain_bill bigint[];  -- their bills, in the same order
     v_item bigint;
 begin
     if cardinality(p_codes) is distinct from cardinality(p_channels)
@@ -102,137 +345,146 @@ begin
 
     -- The plain items.
     with item as (
-        select i.n, i.channel, i.key, i.code, i.amount, i.now,
+        select i.n, i.channel, i.key, i.amount, i.now, b.id as bill_id,
+               b.status = 'open' and b.expires_at > i.now and b.total_rupiah = i.amount as payable,
                min(i.n) over (partition by i.channel, i.key) as first_of_key,
                min(i.n) over (partition by i.code) as first_of_code
           from unnest(p_channels, p_keys, p_codes, p_amounts, p_nows)
                with ordinality as i(channel, key, code, amount, now, n)
-    ), covered as (
-        -- Each item's (participant, program) pairs, as kanal_pay covers them.
-        select distinct t.n, l.participant_id, l.program
+          join lateral (select b.id, b.status, b.expires_at, b.total_rupiah
+                          from bills b where b.payment_code = i.code offset 0) b on true
+    ), live as (
+        -- The items kanal_pay could post: only they write coverage.
+        select t.n, t.bill_id, t.n = t.first_of_key and t.n = t.first_of_code as first
           from item t
-          join bills b on b.payment_code = t.code
-          join bill_lines l on l.bill_id = b.id
-         where l.participant_id is not null
+         where t.payable and not kanal_key_taken(t.channel, t.key)
+    ), covered as (
+        -- Each such bill's (participant, program) pairs, as kanal_pay covers
+        -- them, under the first item that could post it.
+        select x.n, l.participant_id, l.program
+          from (select bill_id, min(n) as n from live group by bill_id) x
+          join lateral (select l.participant_id, l.program from bill_lines l
+                         where l.bill_id = x.bill_id and l.participant_id is not null offset 0) l on true
     ), shared as (
         select c.n
           from (select n, min(n) over (partition by participant_id, program) as first_n from covered) c
          where c.n > c.first_n
     )
-    select coalesce(array_agg(t.n order by t.n), '{}')
-      into v_plain
-      from item t
-      join bills b on b.payment_code = t.code
-     cross join lateral kanal_key_taken(t.channel, t.key) taken
-     where t.n = t.first_of_key and t.n = t.first_of_code
-       and b.status = 'open' and b.expires_at > t.now and b.total_rupiah = t.amount
-       and not taken
-       and t.n not in (select s.n from shared s);
+    select coalesce(array_agg(v.n order by v.n), '{}'), coalesce(array_agg(v.bill_id order by v.n), '{}')
+      into v_plain, v_plain_bill
+      from live v
+     where v.first and v.n not in (select s.n from shared s);
 
     if cardinality(v_plain) > 0 then
         -- Their keys, then a fresh look (this statement's snapshot is newer
         -- than the locks): a key a payment or reversal took meanwhile goes to
         -- kanal_pay, which answers it.
-        perform pg_advisory_xact_lock(hashtext(i.channel), hashtext(i.key))
-           from unnest(p_channels, p_keys) with ordinality as i(channel, key, n)
-          where i.n = any(v_plain)
-          order by i.n;
-        select coalesce(array_agg(i.n order by i.n), '{}')
-          into v_plain
-          from unnest(p_channels, p_keys) with ordinality as i(channel, key, n)
-         cross join lateral kanal_key_taken(i.channel, i.key) taken
-         where i.n = any(v_plain) and not taken;
+        perform pg_advisory_xact_lock(hashtext(p_channels[p.n]), hashtext(p_keys[p.n]))
+           from unnest(v_plain) with ordinality as p(n, o)
+          order by p.o;
+        select coalesce(array_agg(p.n order by p.o), '{}'), coalesce(array_agg(p.bill_id order by p.o), '{}')
+          into v_plain, v_plain_bill
+          from unnest(v_plain, v_plain_bill) with ordinality as p(n, bill_id, o)
+         where not kanal_key_taken(p_channels[p.n], p_keys[p.n]);
     end if;
 
     if cardinality(v_plain) > 0 then
         insert into accounts (code, kind)
-        select distinct 'clearing:' || i.channel, 'asset'
-          from unnest(p_channels) with ordinality as i(channel, n)
-         where i.n = any(v_plain)
+        select distinct 'clearing:' || p_channels[p.n], 'asset'
+          from unnest(v_plain) as p(n)
         on conflict (code) do nothing;
+
+        -- The workers' coverage rows these payments move, in the one order.
+        perform kanal_lock_coverage(v_plain_bill);
 
         return query
         with c as (
-            select i.n, i.channel, i.key, i.amount, i.reference, i.now,
-                   b.id as bill_id, b.payment_code, b.npp, b.period, coalesce(pp.name, e.name) as payer_name
-              from unnest(p_channels, p_keys, p_amounts, p_references, p_nows)
-                   with ordinality as i(channel, key, amount, reference, now, n)
-              join bills b on b.payment_code = p_codes[i.n]
-              join employers e on e.npp = b.npp
-              left join participants pp on pp.id = b.participant_id
-             where i.n = any(v_plain)
+            -- Ids are drawn here, in batch order, so every row below comes
+            -- from c without joining the rows written before it.
+            select p.n, p_channels[p.n] as channel, p_keys[p.n] as key, p_amounts[p.n] as amount,
+                   p_references[p.n] as reference, p_nows[p.n] as now, b.id as bill_id, b.payment_code, b.npp,
+                   b.period, b.payer_name,
+                   nextval(pg_get_serial_sequence('payments', 'id')) as payment_id,
+                   nextval(pg_get_serial_sequence('journal_entries', 'id')) as entry_id
+              from unnest(v_plain, v_plain_bill) with ordinality as p(n, bill_id, o)
+              join lateral (select b.id, b.payment_code, b.npp, b.period,
+                                   coalesce((select pp.name from participants pp where pp.id = b.participant_id),
+                                            (select e.name from employers e where e.npp = b.npp)) as payer_name
+                              from bills b where b.id = p.bill_id offset 0) b on true
+             order by p.o
         ), paid_bills as (
-            update bills b set status = 'paid' from c where b.id = c.bill_id
+            update bills b set status = 'paid' where b.id = any(v_plain_bill)
         ), pay as (
-            insert into payments (channel, idempotency_key, bill_id, payment_code, npp, amount_rupiah,
+            insert into payments (id, channel, idempotency_key, bill_id, payment_code, npp, amount_rupiah,
                                   bank_reference, status, posted_at)
-            select c.channel, c.key, c.bill_id, c.payment_code, c.npp, c.amount,
+            overriding system value
+            select c.payment_id, c.channel, c.key, c.bill_id, c.payment_code, c.npp, c.amount,
                    left(coalesce(c.reference, ''), 200), 'posted', c.now
               from c order by c.n
-            returning id, bill_id, posted_at
         ), entry as (
-            insert into journal_entries (kind, payment_id, npp, created_at)
-            select 'payment', pay.id, c.npp, c.now from pay join c using (bill_id) order by c.n
-            returning id, payment_id
+            insert into journal_entries (id, kind, payment_id, npp, created_at)
+            overriding system value
+            select c.entry_id, 'payment', c.payment_id, c.npp, c.now from c order by c.n
         ), line as (
-            select l.bill_id, l.program, l.participant_id,
-                   l.employer_rupiah + l.worker_rupiah as paid, l.government_rupiah as government
-              from bill_lines l
-             where l.bill_id in (select c.bill_id from c)
+            select c.n, c.bill_id, c.entry_id, c.payment_id, c.npp, c.period, l.program, l.participant_id,
+                   l.paid, l.government
+              from c
+              join lateral (select l.program, l.participant_id, l.employer_rupiah + l.worker_rupiah as paid,
+                                   l.government_rupiah as government
+                              from bill_lines l where l.bill_id = c.bill_id offset 0) l on true
         ), allocation as (
             -- kanal_pay's postings, for every bill at once: clearing debited
             -- the total; funds, each worker's JHT account and late-fee income
             -- credited; the government's JKP share a receivable.
-            select c.bill_id, 1 as part, 'clearing:' || c.channel as code, c.amount
+            select c.n, c.entry_id, c.npp, 1 as part, 'clearing:' || c.channel as code, c.amount
               from c
             union all
-            select bill_id, 2, 'fund:' || program, -sum(paid)::bigint
+            select n, entry_id, npp, 2, 'fund:' || program, -sum(paid)::bigint
               from line where program in ('JKK', 'JKM', 'JP', 'JKP')
-             group by bill_id, program
+             group by n, entry_id, npp, program
             union all
-            select l.bill_id, 3, 'jht:' || pp.kpj, -sum(l.paid)::bigint
-              from line l join participants pp on pp.id = l.participant_id
+            select l.n, l.entry_id, l.npp, 3, 'jht:' || pp.kpj, -sum(l.paid)::bigint
+              from line l
+              join lateral (select pp.kpj from participants pp where pp.id = l.participant_id offset 0) pp on true
              where l.program = 'JHT'
-             group by l.bill_id, pp.kpj
+             group by l.n, l.entry_id, l.npp, pp.kpj
             union all
-            select bill_id, 4, 'income:late_fees', -sum(paid)::bigint
+            select n, entry_id, npp, 4, 'income:late_fees', -sum(paid)::bigint
               from line where program = 'DENDA'
-             group by bill_id
+             group by n, entry_id, npp
             union all
-            select bill_id, 5, 'receivable:government:JKP', sum(government)::bigint
-              from line group by bill_id
+            select n, entry_id, npp, 5, 'receivable:government:JKP', sum(government)::bigint
+              from line group by n, entry_id, npp
             union all
-            select bill_id, 6, 'fund:JKP', -sum(government)::bigint
-              from line group by bill_id
+            select n, entry_id, npp, 6, 'fund:JKP', -sum(government)::bigint
+              from line group by n, entry_id, npp
         ), posting as (
             insert into postings (entry_id, account_id, npp, amount_rupiah)
-            select entry.id, a.id, c.npp, x.amount
+            select x.entry_id, a.id, x.npp, x.amount
               from allocation x
-              join c using (bill_id)
-              join pay using (bill_id)
-              join entry on entry.payment_id = pay.id
-              join accounts a on a.code = x.code
+              join lateral (select a.id from accounts a where a.code = x.code offset 0) a on true
              where x.amount <> 0
-             order by c.n, x.part, x.code
-        ), covering as (
-            select distinct c.n, pay.id as payment_id, c.period, c.npp, l.participant_id, l.program
-              from line l join c using (bill_id) join pay using (bill_id)
-             where l.participant_id is not null
+             order by x.n, x.part, x.code
         ), month as (
             insert into coverage_months (participant_id, program, period, payment_id, npp)
-            select participant_id, program, period, payment_id, npp from covering
+            select distinct participant_id, program, period, payment_id, npp
+              from line where participant_id is not null
             on conflict do nothing
             returning participant_id, program, period, payment_id
         ), old as (
-            -- No two plain items cover the same (participant, program).
-            select pc.participant_id, pc.program, pc.regency_code, pc.segment, pc.last_paid_period,
+            -- Locked above; no two plain items cover the same (participant, program).
+            select pc.tid, pc.participant_id, pc.program, pc.regency_code, pc.segment, pc.last_paid_period,
                    month.period, month.payment_id
-              from participant_coverage pc join month using (participant_id, program)
+              from month
+              join lateral (select pc.ctid as tid, pc.participant_id, pc.program, pc.regency_code, pc.segment,
+                                   pc.last_paid_period
+                              from participant_coverage pc
+                             where pc.participant_id = month.participant_id and pc.program = month.program
+                            offset 0) pc on true
              where pc.last_paid_period is null or pc.last_paid_period < month.period
-               for update of pc
         ), moved as (
             update participant_coverage pc set last_paid_period = old.period
-              from old where pc.participant_id = old.participant_id and pc.program = old.program
+              from old where pc.ctid = old.tid
         ), delta as (
             select payment_id, regency_code, program, segment, last_paid_period as bucket, -count(*)::int as delta
               from old where last_paid_period is not null group by 1, 2, 3, 4, 5
@@ -252,32 +504,29 @@ begin
             select x.topic, x.npp, x.payload
               from (
                     select c.n, 1 as part, 'payment.posted' as topic, c.npp, jsonb_build_object(
-                               'payment_id', pay.id, 'payment_code', c.payment_code, 'npp', c.npp,
+                               'payment_id', c.payment_id, 'payment_code', c.payment_code, 'npp', c.npp,
                                'period', c.period, 'amount_rupiah', c.amount, 'channel', c.channel,
-                               'bank_reference', coalesce(c.reference, ''), 'posted_at', pay.posted_at) as payload
-                      from c join pay using (bill_id)
+                               'bank_reference', coalesce(c.reference, ''), 'posted_at', c.now) as payload
+                      from c
                     union all
                     select c.n, 2, 'coverage.changed', c.npp, jsonb_build_object(
                                'regencies', to_jsonb(t.regencies), 'programs', to_jsonb(t.programs),
-                               'payment_id', pay.id)
-                      from c join pay using (bill_id) join touched t on t.payment_id = pay.id
+                               'payment_id', c.payment_id)
+                      from c join touched t on t.payment_id = c.payment_id
                    ) x
              order by x.n, x.part
         ), billed as (
             -- kanal_bill_details for every bill at once.
-            select d.bill_id,
+            select d.n,
                    jsonb_agg(jsonb_build_array(d.program, d.amount)
                              order by array_position(array['JKK','JKM','JHT','JP','JKP','DENDA'], d.program)) as details
-              from (select bill_id, program, sum(paid)::bigint as amount
-                      from line group by bill_id, program having sum(paid) > 0) d
-             group by d.bill_id
+              from (select n, program, sum(paid)::bigint as amount
+                      from line group by n, program having sum(paid) > 0) d
+             group by d.n
         )
-        select c.n, 'posted'::text, pay.id, entry.id, pay.posted_at, c.amount, c.payer_name,
+        select c.n, 'posted'::text, c.payment_id, c.entry_id, c.now, c.amount, c.payer_name,
                coalesce(billed.details, '[]'::jsonb)
-          from c
-          join pay using (bill_id)
-          join entry on entry.payment_id = pay.id
-          left join billed using (bill_id);
+          from c left join billed using (n);
 
         -- Identical notifications in one transaction are folded into one.
         perform pg_notify('kanal_events', 'payment.posted');
