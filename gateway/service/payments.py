@@ -63,12 +63,13 @@ def bill_detail(code: str, amount_rupiah: int) -> BillDetail:
     return BillDetail(code=code, label_english=english, label_indonesia=indonesia, amount_rupiah=amount_rupiah)
 
 
+# The payer's name by key (subqueries, not joins: a plan cached while the
+# participants table was small must not read it whole for every inquiry).
 _BILL_SQL = """
     select b.id, b.payment_code, b.npp, b.kind, b.period, b.due_date, b.expires_at, b.total_rupiah, b.status,
-           coalesce(p.name, e.name) as payer_name
+           coalesce((select p.name from participants p where p.id = b.participant_id),
+                    (select e.name from employers e where e.npp = b.npp)) as payer_name
       from bills b
-      join employers e on e.npp = b.npp
-      left join participants p on p.id = b.participant_id
      where b.payment_code = $1
 """
 

@@ -1,7 +1,7 @@
 """The reversal side of the posting engine, and outbox writes.
 
-Payments are posted by the `kanal_pay` SQL function (migration 0002), in
-micro-batches (gateway/store/batching.py). Reversals are rare and go through
+Payments are posted by the `kanal_pay_batch` and `kanal_pay` SQL functions
+(migrations 0002, 0010, 0018), in micro-batches (gateway/store/batching.py). Reversals are rare and go through
 here, inside the caller's transaction with the payment row locked: the
 reversing entry, coverage restored, counters and outbox events. Shared (hot)
 accounts are never updated in place: postings are appended, balances are sums

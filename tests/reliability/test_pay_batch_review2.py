@@ -1,6 +1,8 @@
 """Second review of migration 0018 (kanal_pay_batch, kanal_lock_coverage and
-the kanal_pay copy), after the fixes of the first review. Each test fails
-today and names what it shows; the docstrings describe the defects as found.
+the kanal_pay copy), after the fixes of the first review. Each test failed
+before its fix (in 0018: the batch locks every item's coverage rows at once,
+and kanal_pay reaches every table by key) and is kept as a regression test;
+the docstrings describe the defects as found.
 
 `batch` is the statement PostingBatcher sends; `per_item` is the statement it
 replaced (kanal_pay through a LATERAL join, tests/reliability/

@@ -31,8 +31,9 @@
 -- (pg_advisory_xact_lock, shared with the reversal: migration 0010), then a
 -- fresh look for a payment or tombstone of those keys that committed
 -- meanwhile (such an item goes to kanal_pay instead), then the coverage rows
--- of the workers the plain items cover, in (participant, program) order
--- (kanal_lock_coverage, which kanal_pay and the reversal now take too).
+-- of every worker an item that could post covers, all at once, in
+-- (participant, program) order (kanal_lock_coverage, which kanal_pay and the
+-- reversal now take too).
 --
 -- Plans: every table is reached by key, whatever its statistics say (see
 -- kanal_pay_batch's settings below, and migration 0013).
@@ -105,12 +106,19 @@ begin
                      offset 0 for update) pc on true;
 end $$;
 
--- kanal_pay as in 0010, with the coverage rows locked first (above). The
--- rest is unchanged.
+-- kanal_pay as in 0010, with two changes: the coverage rows are locked first
+-- (above), and every table is reached by key, as in kanal_pay_batch below
+-- (the payer's name, the entry of a replayed payment, the JHT accounts'
+-- workers, the accounts and the coverage rows are lookups per row, where a
+-- join let a plan cached while participants or accounts were small read
+-- their whole indexes: tests/reliability/test_pay_batch_review2.py). What it
+-- decides and writes is unchanged.
 create or replace function kanal_pay(
     p_channel text, p_key text, p_code text, p_amount bigint, p_reference text, p_now timestamptz
 ) returns kanal_pay_result
-language plpgsql set enable_seqscan = off as $$
+language plpgsql
+set enable_seqscan = off set enable_hashjoin = off set enable_mergejoin = off set enable_material = off
+as $$
 declare
     r kanal_pay_result;
     prior record;
@@ -131,7 +139,8 @@ begin
         select p.id, p.payment_code, p.amount_rupiah, p.status, p.posted_at, p.bill_id, j.id as entry_id
           into prior
           from payments p
-          join journal_entries j on j.payment_id = p.id and j.kind = 'payment'
+          join lateral (select j.id from journal_entries j
+                         where j.payment_id = p.id and j.kind = 'payment' offset 0) j on true
          where p.channel = p_channel and p.idempotency_key = p_key;
         if found then
             r.payment_id := prior.id;
@@ -147,8 +156,10 @@ begin
             r.outcome := 'replayed';
             r.entry_id := prior.entry_id;
             r.posted_at := prior.posted_at;
-            select coalesce(pp.name, e.name) into r.payer_name
-              from bills b join employers e on e.npp = b.npp left join participants pp on pp.id = b.participant_id
+            select coalesce((select pp.name from participants pp where pp.id = b.participant_id),
+                            (select e.name from employers e where e.npp = b.npp))
+              into r.payer_name
+              from bills b
              where b.id = prior.bill_id;
             r.details := kanal_bill_details(prior.bill_id);
             return r;
@@ -160,9 +171,10 @@ begin
         end if;
 
         select b.id, b.payment_code, b.npp, b.period, b.status, b.total_rupiah, b.expires_at,
-               coalesce(pp.name, e.name) as payer_name
+               coalesce((select pp.name from participants pp where pp.id = b.participant_id),
+                        (select e.name from employers e where e.npp = b.npp)) as payer_name
           into bill
-          from bills b join employers e on e.npp = b.npp left join participants pp on pp.id = b.participant_id
+          from bills b
          where b.payment_code = p_code
            for update of b;
         if not found then
@@ -230,7 +242,8 @@ begin
              group by program
             union all
             select 'jht:' || pp.kpj, -sum(l.employer_rupiah + l.worker_rupiah)::bigint
-              from bill_lines l join participants pp on pp.id = l.participant_id
+              from bill_lines l
+              join lateral (select pp.kpj from participants pp where pp.id = l.participant_id offset 0) pp on true
              where l.bill_id = bill.id and l.program = 'JHT'
              group by pp.kpj
             union all
@@ -243,7 +256,7 @@ begin
             select 'fund:JKP', -coalesce(sum(government_rupiah), 0)::bigint
               from bill_lines where bill_id = bill.id
            ) x
-      join accounts a on a.code = x.code
+      join lateral (select a.id from accounts a where a.code = x.code offset 0) a on true
      where x.amount <> 0;
 
     -- The workers' coverage rows, locked in (participant, program) order
@@ -261,13 +274,18 @@ begin
         on conflict do nothing
         returning participant_id, program
     ), old as (
-        select pc.participant_id, pc.program, pc.regency_code, pc.segment, pc.last_paid_period
-          from participant_coverage pc join ins using (participant_id, program)
+        -- Locked above.
+        select pc.tid, pc.participant_id, pc.program, pc.regency_code, pc.segment, pc.last_paid_period
+          from ins
+          join lateral (select pc.ctid as tid, pc.participant_id, pc.program, pc.regency_code, pc.segment,
+                               pc.last_paid_period
+                          from participant_coverage pc
+                         where pc.participant_id = ins.participant_id and pc.program = ins.program
+                        offset 0) pc on true
          where pc.last_paid_period is null or pc.last_paid_period < bill.period
-           for update of pc
     ), upd as (
         update participant_coverage pc set last_paid_period = bill.period
-          from old where pc.participant_id = old.participant_id and pc.program = old.program
+          from old where pc.ctid = old.tid
         returning 1
     ), deltas as (
         select regency_code, program, segment, last_paid_period as bucket, -count(*)::int as delta
@@ -334,6 +352,7 @@ as $$
 declare
     v_plain bigint[];       -- the plain items' n, in batch order
     v_plain_bill bigint[];  -- their bills, in the same order
+    v_live_bill bigint[];   -- the bills of every item that could post
     v_item bigint;
 begin
     if cardinality(p_codes) is distinct from cardinality(p_channels)
@@ -374,10 +393,13 @@ begin
           from (select n, min(n) over (partition by participant_id, program) as first_n from covered) c
          where c.n > c.first_n
     )
-    select coalesce(array_agg(v.n order by v.n), '{}'), coalesce(array_agg(v.bill_id order by v.n), '{}')
-      into v_plain, v_plain_bill
-      from live v
-     where v.first and v.n not in (select s.n from shared s);
+    select coalesce(array_agg(v.n order by v.n) filter (where v.first and v.n not in (select s.n from shared s)),
+                    '{}'),
+           coalesce(array_agg(v.bill_id order by v.n) filter (where v.first and v.n not in (select s.n from shared s)),
+                    '{}'),
+           coalesce(array_agg(distinct v.bill_id), '{}')
+      into v_plain, v_plain_bill, v_live_bill
+      from live v;
 
     if cardinality(v_plain) > 0 then
         -- Their keys, then a fresh look (this statement's snapshot is newer
@@ -392,19 +414,29 @@ begin
          where not kanal_key_taken(p_channels[p.n], p_keys[p.n]);
     end if;
 
+    -- The coverage rows of every worker an item of the batch could cover, in
+    -- the one order, before any is read or moved: the plain items' and those
+    -- kanal_pay decides below alike, so a batch takes them all at once, in
+    -- (participant, program) order, and two batches queue instead of
+    -- deadlocking. (Bills are locked and a taken key never frees, so no
+    -- other item can post.)
+    if cardinality(v_live_bill) > 0 then
+        perform kanal_lock_coverage(v_live_bill);
+    end if;
+
     if cardinality(v_plain) > 0 then
         insert into accounts (code, kind)
         select distinct 'clearing:' || p_channels[p.n], 'asset'
           from unnest(v_plain) as p(n)
         on conflict (code) do nothing;
 
-        -- The workers' coverage rows these payments move, in the one order.
-        perform kanal_lock_coverage(v_plain_bill);
-
         return query
         with c as (
             -- Ids are drawn here, in batch order, so every row below comes
-            -- from c without joining the rows written before it.
+            -- from c without joining the rows written before it. (The role
+            -- that posts needs USAGE on the two identity sequences, which
+            -- kanal_pay's inserts do not: without it every batch would fail
+            -- and be retried item by item. Kanal runs as the schema's owner.)
             select p.n, p_channels[p.n] as channel, p_keys[p.n] as key, p_amounts[p.n] as amount,
                    p_references[p.n] as reference, p_nows[p.n] as now, b.id as bill_id, b.payment_code, b.npp,
                    b.period, b.payer_name,
