@@ -59,7 +59,7 @@ async def _until_waiting_on_a_lock(pool: asyncpg.Pool, pids: list[int]) -> None:
         if waiting == len(pids):
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("the payments never queued on the held coverage rows")
+    raise AssertionError("the payments never all waited on a lock")
 
 
 # ------------------------------------------------------------ deadlock ----

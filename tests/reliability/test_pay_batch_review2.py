@@ -18,7 +18,10 @@ import pytest
 
 from gateway.domain.periods import WIB, Period
 from gateway.store.batching import _BATCH_SQL
-from tests.reliability.test_pay_batch_review import PER_ITEM_SQL
+from tests.reliability.test_pay_batch_review import (
+    PER_ITEM_SQL,
+    _until_waiting_on_a_lock,
+)
 
 STATEMENTS = {"batch": _BATCH_SQL, "per_item": PER_ITEM_SQL}
 CHANNEL = "review2:BANK"
@@ -37,18 +40,6 @@ async def _pay(conn: asyncpg.Connection, sql: str, items: list[tuple], now) -> l
         ["rrn"] * len(items),
         [now] * len(items),
     )
-
-
-async def _until_waiting_on_a_lock(pool: asyncpg.Pool, pids: list[int]) -> None:
-    """Return once every backend in `pids` waits on a lock (bounded)."""
-    for _ in range(1000):
-        waiting = await pool.fetchval(
-            "select count(*) from pg_stat_activity where pid = any($1::int[]) and wait_event_type = 'Lock'", pids
-        )
-        if waiting == len(pids):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the batches never queued")
 
 
 # ------------------------------------------------------------ deadlock ----
