@@ -11,6 +11,7 @@ accounts are never updated in place: postings are appended, balances are sums
 from __future__ import annotations
 
 import datetime as dt
+
 import asyncpg
 
 EVENTS_CHANNEL = "kanal_events"
