@@ -1,9 +1,11 @@
 """Third review of migration 0018 (kanal_pay_batch, kanal_lock_coverage and
 the kanal_pay copy), after the second review's fixes (ed6209b, f7f65b8).
 
-`test_an_unknown_code_...` and `test_snap_authorize_...[generic_0006]` fail
-today: each shows a defect (the docstrings describe them as found). The
-other tests pass today: the SNAP test's control, and two guards that
+`test_an_unknown_code_...` and `test_snap_authorize_...[generic_0006]`
+failed before their fixes (0018 numbers keys and codes over every item,
+billed or not; SNAP migration 0006 makes snap_authorize probe by key) and
+are kept as regression tests; the docstrings describe the defects as found.
+The other tests passed from the start: the SNAP test's control, and two guards that
 compare the batch, and the new kanal_pay alone, against migration 0010's
 kanal_pay (its body as it was, loaded in the test's own transaction and
 rolled back). The equivalence test (tests/integration/

@@ -368,14 +368,17 @@ begin
 
     -- The plain items.
     with item as (
+        -- First of its key and first of its code among every item, billed or
+        -- not: an unknown code ahead of a payable bill under the same key is
+        -- answered before it, as one after the other.
         select i.n, i.channel, i.key, i.amount, i.now, b.id as bill_id,
-               b.status = 'open' and b.expires_at > i.now and b.total_rupiah = i.amount as payable,
+               coalesce(b.status = 'open' and b.expires_at > i.now and b.total_rupiah = i.amount, false) as payable,
                min(i.n) over (partition by i.channel, i.key) as first_of_key,
                min(i.n) over (partition by i.code) as first_of_code
           from unnest(p_channels, p_keys, p_codes, p_amounts, p_nows)
                with ordinality as i(channel, key, code, amount, now, n)
-          join lateral (select b.id, b.status, b.expires_at, b.total_rupiah
-                          from bills b where b.payment_code = i.code offset 0) b on true
+          left join lateral (select b.id, b.status, b.expires_at, b.total_rupiah
+                               from bills b where b.payment_code = i.code offset 0) b on true
     ), live as (
         -- The items kanal_pay could post: only they write coverage.
         select t.n, t.bill_id, t.n = t.first_of_key and t.n = t.first_of_code as first
