@@ -73,7 +73,8 @@ async def reverse_payment(conn: asyncpg.Connection, payment: asyncpg.Record, now
     # The workers' coverage rows first, in the payments' order (migration
     # 0018), and read after the wait: a payment of another month still being
     # written has committed its months by then, and the new last paid month
-    # counts them.
+    # counts them. That rests on READ COMMITTED (each statement its own
+    # snapshot), the isolation every Kanal transaction runs at.
     await conn.execute("select kanal_lock_coverage(array[$1::bigint])", payment["bill_id"])
     touched = await conn.fetch(_UNCOVER_PAID_MONTHS, payment["id"])
     await write_events(
