@@ -35,19 +35,24 @@ RESET_SQL = """
 """
 
 
+async def _reported(pool: asyncpg.Pool, conn: asyncpg.Connection, *, counted: str, inserted: int) -> None:
+    """Return once `conn`'s backend has flushed its statistics (it is told to
+    flush at its next idle moment; we wait until `counted` shows `inserted`
+    rows)."""
+    await conn.execute("select pg_stat_force_next_flush()")
+    for _ in range(300):
+        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = $1", counted) >= inserted:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the backend never reported its statistics")
+
+
 async def _scan_counters(
     pool: asyncpg.Pool, conn: asyncpg.Connection, tables, *, counted: str, inserted: int
 ) -> dict[str, tuple[int, int]]:
     """(sequential scans, index scans) per table once `conn`'s backend has
-    flushed its statistics (it is told to flush at its next idle moment; we
-    wait until `counted` shows `inserted` rows)."""
-    await conn.execute("select pg_stat_force_next_flush()")
-    for _ in range(300):
-        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = $1", counted) >= inserted:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the backend never reported its statistics")
+    flushed its statistics."""
+    await _reported(pool, conn, counted=counted, inserted=inserted)
     rows = await pool.fetch(
         "select relname, seq_scan, coalesce(idx_scan, 0) as idx_scan from pg_stat_user_tables where relname = any($1)",
         list(tables),
@@ -137,13 +142,7 @@ async def test_wage_reports_after_analyzing_an_empty_bills_table_scan_no_bill(da
 
 async def _index_entries_read(pool: asyncpg.Pool, conn: asyncpg.Connection, *, inserted: int) -> dict[str, int]:
     """Index entries read per table, once `conn`'s backend has reported."""
-    await conn.execute("select pg_stat_force_next_flush()")
-    for _ in range(300):
-        if await pool.fetchval("select n_tup_ins from pg_stat_user_tables where relname = 'payments'") >= inserted:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the backend never reported its statistics")
+    await _reported(pool, conn, counted="payments", inserted=inserted)
     rows = await pool.fetch(
         """select relname, sum(idx_tup_read)::bigint as read from pg_stat_user_indexes
             where relname = any($1) group by relname""",
