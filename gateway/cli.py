@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -133,6 +134,11 @@ async def _serve_until_stopped(gateway, on_ready: Callable[[], Awaitable[None]] 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await gateway.start()
+    # What is alive now (modules, schemas, the pool, the routes) lives as
+    # long as the process: kept out of the garbage collector's full
+    # collections, which otherwise walk it all and hold every request in
+    # flight meanwhile (23 ms once in a 5-second SNAP benchmark).
+    gc.freeze()
     try:
         if on_ready:
             await on_ready()
