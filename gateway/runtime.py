@@ -4,6 +4,7 @@ serve`, `kanal demo` and the test suite alike, so tests run what users run."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from bank_adapters.registry import load_adapters
 from gateway.http.app import create_app
 from gateway.http.stream import EventHub
 from gateway.observability import observe_response
+from gateway.service import coverage
 from gateway.service.payments import Clock, PaymentsService, utc_now
 from gateway.settings import Settings
 from gateway.store import database, migrate
@@ -72,6 +74,7 @@ class Gateway:
     pool: asyncpg.Pool | None = None
     payments: PaymentsService | None = None
     hub: EventHub | None = None
+    coverage_folder: asyncio.Task | None = None
     adapters: list[BankAdapter] = field(default_factory=list)
     contexts: list[AdapterContext] = field(default_factory=list)
     app: web.Application | None = None
@@ -114,6 +117,12 @@ class Gateway:
             clock=self.clock,
         )
         await self.hub.start()
+        self.coverage_folder = asyncio.create_task(
+            coverage.fold_forever(
+                self.pool, interval_ms=settings.coverage_fold_interval_ms, rows_max=settings.coverage_fold_rows_max
+            ),
+            name="kanal-coverage-fold",
+        )
         self.contexts = [
             AdapterContext(
                 payments=self.payments,
@@ -141,6 +150,10 @@ class Gateway:
         for adapter in reversed(self.adapters):
             with contextlib.suppress(Exception):
                 await adapter.stop()
+        if self.coverage_folder is not None:
+            self.coverage_folder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.coverage_folder
         if self.hub is not None:
             await self.hub.stop()  # ends open streams before the server waits for them
         if self.runner is not None:

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     posting_batch_wait_ms: int = Field(default=1, ge=0, le=1000)
     posting_batches_in_flight_max: int = Field(default=2, ge=1, le=64)
 
+    # Coverage counters: payments append deltas; the gateway folds them into
+    # per-bucket totals every interval, so that reading the coverage stays cheap.
+    coverage_fold_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
+    coverage_fold_rows_max: int = Field(default=50_000, ge=1, le=10_000_000)
+
     # How long an unpaid bill's payment code stays payable after its due date.
     bill_expiry_days_after_due: int = Field(default=90, ge=0)
     # Province workforce used as the coverage denominator (Sakernas 2025).

@@ -251,13 +251,14 @@ async def funds_equal_lines(conn: asyncpg.Connection, limits: Limits) -> CheckRe
 
 
 async def coverage_counters(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
-    # Bucket by bucket, over all time: the deltas must add up to the number of
+    # Bucket by bucket, over all time: the counters (folded totals and the
+    # deltas not folded yet, migration 0020) must add up to the number of
     # participants whose last paid period is that bucket. Stronger than
     # comparing "protected as of today", and it names the bucket.
     sql = """
         with counters as (
-            select regency_code, program, segment, last_paid_period, sum(delta)::bigint as n
-              from coverage_deltas group by 1, 2, 3, 4
+            select regency_code, program, segment, last_paid_period, sum(n)::bigint as n
+              from coverage_buckets group by 1, 2, 3, 4
         ), recount as (
             select regency_code, program, segment, last_paid_period, count(*)::bigint as n
               from participant_coverage where last_paid_period is not null group by 1, 2, 3, 4

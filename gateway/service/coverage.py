@@ -1,21 +1,29 @@
 """Coverage read models: protected participants per regency and program, as of
 any date, and the province's universal-coverage figure.
 
-Counts come from the append-only `coverage_deltas` buckets (participants by
-last paid period): protected as of D = participants whose last paid period is
-at least `oldest_protected_period(D)`. `recount` computes the same from the
-participant rows themselves; ops health checks compare the two.
+Counts come from the counter buckets (participants by last paid period):
+protected as of D = participants whose last paid period is at least
+`oldest_protected_period(D)`. Payments append deltas to `coverage_deltas`;
+the gateway folds them into `coverage_totals` in the background
+(`fold_deltas`, migration 0020), and readers sum both (the `coverage_buckets`
+view), so a read costs what the buckets hold, not every delta ever written.
+`recount` computes the same from the participant rows themselves; ops health
+checks compare the two.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import asyncpg
+import structlog
 
 from gateway.domain import coverage as rules
 from gateway.domain.periods import WIB, Segment
 from gateway.domain.regencies import regencies, workforce_by_regency
+
+log = structlog.get_logger("kanal.coverage")
 
 PROGRAMS = ("JKK", "JKM", "JHT", "JP", "JKP")
 # The headline "protected participants" count: every participant, PU or BPU,
@@ -33,14 +41,35 @@ def _thresholds(as_of: dt.date) -> tuple[str, str]:
 async def protected_counts(conn: asyncpg.Connection | asyncpg.Pool, as_of: dt.date) -> dict[tuple[str, str], int]:
     pu, bpu = _thresholds(as_of)
     rows = await conn.fetch(
-        """select regency_code, program, sum(delta)::bigint as n
-             from coverage_deltas
+        """select regency_code, program, sum(n)::bigint as n
+             from coverage_buckets
             where last_paid_period >= case when segment = 'BPU' then $2 else $1 end
             group by regency_code, program""",
         pu,
         bpu,
     )
     return {(r["regency_code"], r["program"]): r["n"] for r in rows if r["n"]}
+
+
+async def fold_deltas(conn: asyncpg.Connection | asyncpg.Pool, rows_max: int) -> int:
+    """Move up to `rows_max` of the oldest committed deltas into the totals
+    (one transaction); returns how many moved. Counts read before and after
+    are the same: only where they are kept changes."""
+    return await conn.fetchval("select kanal_fold_coverage_deltas($1)", rows_max)
+
+
+async def fold_forever(pool: asyncpg.Pool, *, interval_ms: int, rows_max: int) -> None:
+    """Fold the deltas every `interval_ms` milliseconds, `rows_max` at a time,
+    until cancelled; at once again while a fold was full (a backlog). A
+    failed fold is logged and tried again at the next interval: the deltas
+    stay where they are and every count stays right meanwhile."""
+    while True:
+        try:
+            while await fold_deltas(pool, rows_max) >= rows_max:
+                pass
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.warning("coverage_fold_failed", error=repr(error))
+        await asyncio.sleep(interval_ms / 1000)
 
 
 async def recount(conn: asyncpg.Connection | asyncpg.Pool, as_of: dt.date) -> dict[tuple[str, str], int]:
