@@ -282,6 +282,19 @@ async def _table_exists(conn: asyncpg.Connection, name: str) -> bool:
     return await conn.fetchval("select to_regclass($1) is not null", name)
 
 
+# The outbox rows the callback relay has still to take: after its cursor, or
+# after the earliest endpoint's starting point if that is later, as the relay
+# itself reads them (callbacks/store.py relay_once). With no endpoint there are
+# none, and nothing is read: the relay's cursor does not move then, and every
+# event ever written would otherwise count as waiting.
+OUTBOX_WAITING_SQL = """
+  from outbox o
+ where o.id > (select greatest(r.cursor, e.floor)
+                 from callback_relay r, (select min(from_outbox_id) as floor from callback_endpoints) e
+                where r.id = 1 and e.floor is not null)
+   and not exists (select 1 from callback_relayed r where r.outbox_id = o.id)"""
+
+
 async def outbox_lag(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     title = "The outbox is relayed"
     figures = {
@@ -303,18 +316,14 @@ async def outbox_lag(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
         )
     pending = await conn.fetchrow(
         """select count(*)::bigint as backlog,
-                  coalesce(extract(epoch from now() - min(o.created_at)), 0)::float8 as lag_seconds
-             from outbox o
-            where o.id > (select cursor from callback_relay where id = 1)
-              and not exists (select 1 from callback_relayed r where r.outbox_id = o.id)"""
+                  coalesce(extract(epoch from now() - min(o.created_at)), 0)::float8 as lag_seconds"""
+        + OUTBOX_WAITING_SQL
     )
     figures.update(backlog=pending["backlog"], lag_seconds=round(pending["lag_seconds"], 3))
     sql = """
         select o.id as outbox_id, o.event_id::text as event_id, o.topic, o.npp, o.created_at,
                round(extract(epoch from now() - o.created_at))::bigint as age_seconds
-          from outbox o
-         where o.id > (select cursor from callback_relay where id = 1)
-           and not exists (select 1 from callback_relayed r where r.outbox_id = o.id)
+""" + OUTBOX_WAITING_SQL + """
            and o.created_at < now() - make_interval(secs => $1)
          order by o.id"""
     result = await _offending(

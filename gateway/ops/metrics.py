@@ -14,7 +14,7 @@ same shared truth for them.
 | `kanal_posting_batch_size` | histogram | | payments per group-commit batch (`pay_batch` observations) |
 | `kanal_posting_batch_seconds` | histogram | | time to write one batch |
 | `kanal_outbox_events` | gauge | | outbox rows written (highest id) |
-| `kanal_outbox_backlog_events` | gauge | | outbox rows the callback relay has not taken yet (absent without callbacks) |
+| `kanal_outbox_backlog_events` | gauge | | outbox rows the callback relay has not taken yet (absent without callbacks; 0 with no endpoint) |
 | `kanal_outbox_lag_seconds` | gauge | | age of the oldest of those (0 when none) |
 | `kanal_callback_deliveries` | gauge | status | callback deliveries by status (absent without callbacks) |
 | `kanal_callback_attempts` | gauge | outcome | delivery attempts by outcome (absent without callbacks) |
@@ -39,6 +39,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.ops.checks import OUTBOX_WAITING_SQL
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -106,10 +108,8 @@ class Metrics:
             if await conn.fetchval("select to_regclass('callback_relay') is not null"):
                 row = await conn.fetchrow(
                     """select count(*) as backlog,
-                              coalesce(extract(epoch from now() - min(o.created_at)), 0)::float8 as lag
-                         from outbox o
-                        where o.id > (select cursor from callback_relay where id = 1)
-                          and not exists (select 1 from callback_relayed r where r.outbox_id = o.id)"""
+                              coalesce(extract(epoch from now() - min(o.created_at)), 0)::float8 as lag"""
+                    + OUTBOX_WAITING_SQL
                 )
                 self.outbox_backlog.set(row["backlog"])
                 self.outbox_lag.set(row["lag"])

@@ -114,6 +114,11 @@ async def test_metrics_parse_with_the_prometheus_parser(gateway_server, bills):
     assert samples[("kanal_coverage_protected", (("regency", "Ketapang"), ("regency_code", "6104")))] == 6
     assert samples[("kanal_province_coverage_target_ratio", ())] == 0.5956
     assert samples[("kanal_outbox_events", ())] >= 6
+    if "kanal_outbox_backlog_events" in families:
+        # No callback endpoint is registered: no event waits for the relay
+        # (it counted every event ever written, reading the whole outbox).
+        assert samples[("kanal_outbox_backlog_events", ())] == 0
+        assert samples[("kanal_outbox_lag_seconds", ())] == 0
     if "kanal_callback_deliveries" in families:  # callbacks installed: their gauges are there too
         assert families["kanal_callback_deliveries"].type == "gauge"
 
