@@ -152,7 +152,7 @@ class Gateway:
                 await adapter.stop()
         if self.coverage_folder is not None:
             self.coverage_folder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # stopping goes on whatever it ended with
                 await self.coverage_folder
         if self.hub is not None:
             await self.hub.stop()  # ends open streams before the server waits for them

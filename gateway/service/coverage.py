@@ -60,14 +60,16 @@ async def fold_deltas(conn: asyncpg.Connection | asyncpg.Pool, rows_max: int) ->
 
 async def fold_forever(pool: asyncpg.Pool, *, interval_ms: int, rows_max: int) -> None:
     """Fold the deltas every `interval_ms` milliseconds, `rows_max` at a time,
-    until cancelled; at once again while a fold was full (a backlog). A
-    failed fold is logged and tried again at the next interval: the deltas
-    stay where they are and every count stays right meanwhile."""
+    until cancelled; at once again while a fold was full (a backlog). Any
+    failed fold (the database gone, a session cut mid-statement: asyncpg
+    raises more than its own error classes then) is logged and tried again
+    at the next interval: the deltas stay where they are and every count
+    stays right meanwhile. Only a cancellation ends it."""
     while True:
         try:
             while await fold_deltas(pool, rows_max) >= rows_max:
                 pass
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except Exception as error:  # noqa: BLE001 - the folder must outlive any one fold
             log.warning("coverage_fold_failed", error=repr(error))
         await asyncio.sleep(interval_ms / 1000)
 

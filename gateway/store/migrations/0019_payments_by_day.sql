@@ -7,15 +7,18 @@
 -- So every import read the whole payments table (a parallel sequential scan
 -- for the reversals, all of payments_npp for the postings), and its cost grew
 -- with every payment ever made, not with the statement: at 1,000,000
--- payments over a year, 72 ms for one day's lookup; with these indexes 4 ms
--- (docs/performance.md, "Settlement at scale").
+-- payments over a year, 72 ms for one day's lookup (docs/performance.md,
+-- "Settlement at scale").
 --
--- * posted_at: a BRIN index. Payments are appended in the order they are
---   posted, so a block range summary (its earliest and latest posted_at)
---   finds a day's blocks. It costs a payment next to nothing: a new row goes
---   to the table's last, not yet summarized, block range, and the summary is
---   made later by autovacuum (autosummarize), not by the payment. A B-tree
---   would add an index insert to every payment, the hot path.
+-- * posted_at: a B-tree. It costs each payment one index insert, at the
+--   index's right end (payments arrive in posted_at order). A BRIN index
+--   would cost nothing, but its block-range summaries stop pointing at a day
+--   once reversals have left holes in old pages: vacuum hands that space to
+--   new payments, so each old range then spans from its own day to today and
+--   a day's lookup read half the table (review of session 6). A B-tree reads
+--   the day's own rows wherever they sit. Migration 0021 drops five indexes
+--   nothing reads, payments_npp among them, so a payment still writes fewer
+--   index entries than before.
 -- * reversed_at: a partial B-tree over reversed payments only. A payment's
 --   insert adds nothing to it (reversed_at is null); a reversal, rare, adds
 --   one entry. The lookup's `reversed_at >= $1` implies `is not null`, so
@@ -24,5 +27,5 @@
 -- tests/ops/test_settlement_at_scale.py counts the blocks a day's lookup
 -- reads in a ledger of many days, with these indexes and without.
 
-create index payments_posted_at_brin on payments using brin (posted_at) with (autosummarize = on);
+create index payments_posted_at on payments (posted_at);
 create index payments_reversed_at on payments (reversed_at) where reversed_at is not null;

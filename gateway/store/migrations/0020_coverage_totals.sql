@@ -50,9 +50,12 @@ begin
     if not pg_try_advisory_xact_lock(hashtextextended('kanal_fold_coverage_deltas', 0)) then
         return 0;
     end if;
+    -- The batch's ids as an array: each is a probe of the primary key. As an
+    -- `in (subquery)` the planner made it a hash semi-join over every delta,
+    -- so each fold read the whole table (review of session 6).
     with moved as (
         delete from coverage_deltas d
-         where d.id in (select id from coverage_deltas order by id limit p_rows)
+         where d.id = any (array(select id from coverage_deltas order by id limit p_rows))
         returning d.regency_code, d.program, d.segment, d.last_paid_period, d.delta
     ), added as (
         insert into coverage_totals as t (regency_code, program, segment, last_paid_period, n)
