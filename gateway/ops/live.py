@@ -3,7 +3,13 @@
 One sampler task per gateway process, awake only while someone listens,
 reads every `sample_interval_ms`: payments accepted (and so payments per
 second), callback deliveries by status, the outbox backlog; and every
-`health_interval_ms` the ledger checks' verdicts (without their rows). Each
+`health_interval_ms` the ledger checks' verdicts (without their rows). The
+checks read whole tables, which takes longer as the ledger grows: they run
+on a task of their own, one run at a time, and every message carries the
+latest verdicts with when they were checked and how long it took. Until the
+first run ends the health is `checking`; a run that fails (a statement
+timeout on a large ledger, the database gone) is reported with its error next
+to the last verdicts, and tried again after the interval. Each
 message is the full current state, as on the coverage stream, with the last
 `history_samples_max` payments-per-second samples so that a page opened now
 draws its chart at once. Listener queues are bounded like the coverage
@@ -34,6 +40,7 @@ class OpsHub:
         *,
         sample_interval_ms: int = 1000,
         health_interval_ms: int = 30_000,
+        first_health_wait_ms: int = 2_000,
         history_samples_max: int = 60,
         listener_queue_events_max: int = 8,
         listeners_max: int = 100,
@@ -41,6 +48,7 @@ class OpsHub:
         self.pool = pool
         self.sample_interval_ms = sample_interval_ms
         self.health_interval_ms = health_interval_ms
+        self.first_health_wait_ms = first_health_wait_ms
         self.listener_queue_events_max = listener_queue_events_max
         self.listeners_max = listeners_max
         self.history: collections.deque[dict] = collections.deque(maxlen=history_samples_max)
@@ -49,7 +57,8 @@ class OpsHub:
         self._task: asyncio.Task | None = None
         self._last: tuple[float, int] | None = None
         self._health: dict | None = None
-        self._health_at = 0.0
+        self._health_at = 0.0  # when the last run started (monotonic seconds)
+        self._health_task: asyncio.Task | None = None
         self.sequence = 0
 
     def subscribe(self) -> asyncio.Queue | None:
@@ -67,10 +76,38 @@ class OpsHub:
         self._task = asyncio.create_task(self._run(), name="kanal-ops-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._health_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _check_health_if_due(self, now: float) -> None:
+        """Start a run of the ledger checks unless one is running or the last
+        started less than `health_interval_ms` ago."""
+        if self._health_task is not None and not self._health_task.done():
+            return
+        if self._health is not None and now - self._health_at < self.health_interval_ms / 1000:
+            return
+        self._health_at = now
+        self._health_task = asyncio.create_task(self._check_health(), name="kanal-ops-health")
+
+    async def _check_health(self) -> None:
+        started = time.monotonic()
+        try:
+            report = await checks.run_checks(self.pool, checks.Limits(rows_max=0))
+        except Exception as error:  # noqa: BLE001 - reported on the dashboard, tried again later
+            log.warning("ops_health_failed", error=repr(error))
+            last = dict(self._health or {"status": "error", "checked_at": None, "checks": []})
+            last.update(error=f"{type(error).__name__}: {error}",
+                        error_at=dt.datetime.now(WIB).isoformat(timespec="seconds"))
+            self._health = last
+            return
+        self._health = {**report.summary(), "check_seconds": round(time.monotonic() - started, 3)}
+
+    def health(self) -> dict:
+        """The latest verdicts; `checking` before the first run ends."""
+        return self._health or {"status": "checking", "checked_at": None, "checks": []}
 
     async def _run(self) -> None:
         while True:
@@ -114,13 +151,16 @@ class OpsHub:
             self._last = (now, accepted)
             self.history.append({"at": generated_at.isoformat(timespec="seconds"), "per_second": round(per_second, 1)})
             self.sequence += 1
-        if self._health is None or now - self._health_at >= self.health_interval_ms / 1000:
-            report = await checks.run_checks(self.pool, checks.Limits(rows_max=0))
-            self._health, self._health_at = report.summary(), now
+        self._check_health_if_due(now)
+        if not advance and self._health is None and self._health_task is not None:
+            # A one-off read (GET /ops/summary) of a hub that never checked:
+            # the first verdicts if they come quickly, `checking` if not.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._health_task), self.first_health_wait_ms / 1000)
         return {
             "sequence": self.sequence,
             "generated_at": generated_at.isoformat(),
             "payments": {"accepted": accepted, "per_second": round(per_second, 1), "history": list(self.history)},
-            "health": self._health,
+            "health": self.health(),
             "deliveries": deliveries,
         }

@@ -87,11 +87,13 @@ function drawSpark(history) {
 
 const MARKS = { ok: "✓", violation: "✗", skipped: "–" };
 
+const HEALTH_BADGES = { ok: "all checks pass", violation: "violation", checking: "checking…", error: "checks failed" };
+
 function drawHealth(health) {
   if (!health) return;
   const badge = $("health-status");
   badge.className = "badge " + health.status;
-  badge.textContent = health.status === "ok" ? "all checks pass" : "violation";
+  badge.textContent = HEALTH_BADGES[health.status] || health.status;
   $("checks").replaceChildren(...health.checks.map((c) => {
     const li = document.createElement("li");
     li.className = c.verdict;
@@ -102,7 +104,13 @@ function drawHealth(health) {
     li.querySelector(".why").textContent = c.detail;
     return li;
   }));
-  setText("health-at", "checked " + new Date(health.checked_at).toLocaleTimeString());
+  // The checks read whole tables and run on their own: say when, and how long they took.
+  let when = health.checked_at
+    ? "checked " + new Date(health.checked_at).toLocaleTimeString()
+      + (health.check_seconds !== undefined ? ` in ${health.check_seconds.toFixed(1)} s` : "")
+    : "the first check is running";
+  if (health.error) when += ` · the last run failed (${health.error}); trying again`;
+  setText("health-at", when);
 }
 
 const DELIVERY_COLOURS = { delivered: "#0a7a3f", pending: "#f0b429", failed: "#c0262d", gone: "#7b1fa2", dropped: "#8a94a3" };
