@@ -11,6 +11,7 @@ time, and a failed run must be reported, then retried after the interval.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 
@@ -72,7 +73,7 @@ async def test_a_failed_run_is_reported_and_tried_again(database_url, paid_ledge
             await tx.rollback()
             await blocker.close()
         assert failed["status"] == "error"
-        assert "QueryCanceledError" in failed["error"] and failed["error_at"]
+        assert failed["error"] == "QueryCanceledError" and failed["error_at"]  # the class only: the stream needs no token
 
         # Tried again after the interval, now without the lock: the verdicts replace the error.
         for _ in range(200):
@@ -84,3 +85,90 @@ async def test_a_failed_run_is_reported_and_tried_again(database_url, paid_ledge
     finally:
         await hub.stop()
         await short.close()
+
+
+# Reproducers from the review of this change (each failed before its fix).
+
+
+async def _verdict(hub: OpsHub, status: str) -> dict:
+    for _ in range(400):
+        health = (await _sample(hub))["health"]
+        if health["status"] == status and "error" not in health:
+            return health
+        await asyncio.sleep(0.02)
+    raise AssertionError(health)
+
+
+async def test_a_failed_run_after_a_good_one_is_not_shown_as_all_checks_pass(database_url, paid_ledger):
+    short = await database.create_pool(database_url, size_min=1, size_max=4, statement_timeout_ms=300)
+    hub = OpsHub(short, health_interval_ms=200, first_health_wait_ms=0)
+    try:
+        good = await _verdict(hub, "ok")
+        blocker, tx = await _postings_locked(database_url)
+        try:
+            await asyncio.sleep(0.25)
+            await _sample(hub)  # due: starts a run that times out on the lock
+            await asyncio.wait_for(hub._health_task, HANG_GUARD_S)
+            health = (await _sample(hub, advance=False))["health"]
+        finally:
+            await tx.rollback()
+            await blocker.close()
+        assert health["status"] == "error" and health["error"] == "QueryCanceledError"
+        assert health["checks"] == good["checks"]  # the last verdicts, shown as such
+    finally:
+        await hub.stop()
+        await short.close()
+
+
+async def test_the_next_run_waits_the_interval_after_a_long_run(database_url, pool, paid_ledger):
+    """A run longer than the interval (a large ledger) must not be followed by
+    another at once: the checks would read whole tables back to back."""
+    hub = OpsHub(pool, health_interval_ms=500, first_health_wait_ms=0)
+    try:
+        await _verdict(hub, "ok")
+        await asyncio.sleep(0.6)
+        blocker, tx = await _postings_locked(database_url)
+        try:
+            await _sample(hub)
+            long_run = hub._health_task
+            await asyncio.sleep(1.5)  # the run waits on the lock longer than the interval
+        finally:
+            await tx.rollback()
+            await blocker.close()
+        await asyncio.wait_for(long_run, HANG_GUARD_S)
+        ended = time.monotonic()
+        await _sample(hub)
+        assert hub._health_task is long_run, f"a new run started {time.monotonic() - ended:.3f} s after the last ended"
+    finally:
+        await hub.stop()
+
+
+class _CutOnce:
+    """The real pool, whose next acquire raises what asyncpg raises when a
+    session is cut mid-statement (InternalClientError: not one of asyncpg's
+    PostgresError or InterfaceError classes)."""
+
+    def __init__(self, pool) -> None:
+        self._pool, self.cut = pool, True
+
+    def acquire(self):
+        if self.cut:
+            self.cut = False
+            raise asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation is in progress")
+        return self._pool.acquire()
+
+    def __getattr__(self, name):
+        return getattr(self._pool, name)
+
+
+async def test_the_sampler_outlives_an_unexpected_database_error(pool, paid_ledger):
+    hub = OpsHub(_CutOnce(pool), sample_interval_ms=20, health_interval_ms=60_000)
+    await hub.start()
+    queue = hub.subscribe()
+    try:
+        message = await asyncio.wait_for(queue.get(), HANG_GUARD_S)
+        assert message["payments"]["accepted"] >= 4
+        assert not hub._task.done()
+    finally:
+        hub.unsubscribe(queue)
+        await hub.stop()

@@ -108,8 +108,11 @@ function drawHealth(health) {
   let when = health.checked_at
     ? "checked " + new Date(health.checked_at).toLocaleTimeString()
       + (health.check_seconds !== undefined ? ` in ${health.check_seconds.toFixed(1)} s` : "")
-    : "the first check is running";
-  if (health.error) when += ` · the last run failed (${health.error}); trying again`;
+    : (health.error ? "no check has finished yet" : "the first check is running");
+  if (health.error) {
+    when += ` · the last run failed (${health.error}) at ${new Date(health.error_at).toLocaleTimeString()}`
+      + (health.checked_at ? "; the verdicts above are from before it" : "") + "; trying again";
+  }
   setText("health-at", when);
 }
 

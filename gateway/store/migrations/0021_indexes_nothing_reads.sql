@@ -1,7 +1,7 @@
 -- Five indexes that every payment wrote and no statement read.
 --
--- Each payment inserts into them: postings_account once per posting (about
--- five per payment), the others once per payment, outbox row or coverage
+-- Each payment inserts into them: postings_account once per posting (five or
+-- more per payment), the others once per payment, outbox row or coverage
 -- delta; and participant_coverage_regency, which holds last_paid_period,
 -- makes every coverage update write a new index entry in both of that table's
 -- indexes (an update that changes an indexed column cannot be a HOT update).
@@ -9,11 +9,10 @@
 -- statement in session 6; the statements that read these tables use their
 -- primary keys, unique keys, the day indexes of 0019, or read them whole):
 --
--- * postings_account (account_id): the accounts are the clearing account and
---   the four funds, each on a large share of all postings, so an account's
---   balance reads most of the table with or without it, and the ledger checks
---   read every posting anyway. Nothing deletes an account (its foreign key
---   check would then scan postings).
+-- * postings_account (account_id): no statement reads one account's
+--   postings; the ledger checks read them all. (A read of one worker's JHT
+--   balance, a jht:<kpj> account, would need it back, or a roll-up.) Nothing
+--   deletes an account (its foreign key check would then scan postings).
 -- * payments_npp (npp, posted_at): nothing looks payments up by employer; the
 --   portal reaches them through their bills (payments_one_standing_per_bill).
 -- * outbox_topic (topic, id): the relay reads the outbox by id.
