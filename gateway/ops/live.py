@@ -87,9 +87,8 @@ class OpsHub:
         one ended less than `health_interval_ms` ago (a run that takes longer
         than the interval is not followed by another at once: the checks hold
         a snapshot while they run, which keeps vacuum from cleaning up)."""
-        if self._health_task is not None and not self._health_task.done():
-            return
-        if self._health_task is not None and now - self._health_at < self.health_interval_ms / 1000:
+        task = self._health_task
+        if task is not None and (not task.done() or now - self._health_at < self.health_interval_ms / 1000):
             return
         self._health_task = asyncio.create_task(self._check_health(), name="kanal-ops-health")
 
