@@ -6,10 +6,14 @@ second), callback deliveries by status, the outbox backlog; and every
 `health_interval_ms` the ledger checks' verdicts (without their rows). The
 checks read whole tables, which takes longer as the ledger grows: they run
 on a task of their own, one run at a time, and every message carries the
-latest verdicts with when they were checked and how long it took. Until the
+latest verdicts with when they were checked, how long it took and when the
+next run is due. The checks take at most `health_busy_percent_max` of the
+time: after a run of 20 s the next waits 180 s, not the 30 s interval, so
+that on a ledger the size of the province they read whole tables (and hold a
+snapshot that vacuum must wait for) a tenth of the time at most. Until the
 first run ends the health is `checking`; a run that fails (a statement
 timeout on a large ledger, the database gone) is reported with its error next
-to the last verdicts, and tried again after the interval. Each
+to the last verdicts, and tried again after the same wait. Each
 message is the full current state, as on the coverage stream, with the last
 `history_samples_max` payments-per-second samples so that a page opened now
 draws its chart at once. Listener queues are bounded like the coverage
@@ -40,6 +44,7 @@ class OpsHub:
         *,
         sample_interval_ms: int = 1000,
         health_interval_ms: int = 30_000,
+        health_busy_percent_max: int = 10,
         first_health_wait_ms: int = 2_000,
         history_samples_max: int = 60,
         listener_queue_events_max: int = 8,
@@ -48,6 +53,9 @@ class OpsHub:
         self.pool = pool
         self.sample_interval_ms = sample_interval_ms
         self.health_interval_ms = health_interval_ms
+        if not 0 < health_busy_percent_max <= 100:
+            raise ValueError(f"health_busy_percent_max must be 1 to 100, not {health_busy_percent_max}")
+        self.health_busy_percent_max = health_busy_percent_max
         self.first_health_wait_ms = first_health_wait_ms
         self.listener_queue_events_max = listener_queue_events_max
         self.listeners_max = listeners_max
@@ -58,6 +66,7 @@ class OpsHub:
         self._last: tuple[float, int] | None = None
         self._health: dict | None = None
         self._health_at = 0.0  # when the last run ended (monotonic seconds)
+        self._health_wait_s = 0.0  # from then until the next run may start
         self._health_task: asyncio.Task | None = None
         self.sequence = 0
 
@@ -84,11 +93,11 @@ class OpsHub:
 
     def _check_health_if_due(self, now: float) -> None:
         """Start a run of the ledger checks unless one is running, or the last
-        one ended less than `health_interval_ms` ago (a run that takes longer
+        one ended less than `_health_wait_s` ago (a run that takes longer
         than the interval is not followed by another at once: the checks hold
         a snapshot while they run, which keeps vacuum from cleaning up)."""
         task = self._health_task
-        if task is not None and (not task.done() or now - self._health_at < self.health_interval_ms / 1000):
+        if task is not None and (not task.done() or now - self._health_at < self._health_wait_s):
             return
         self._health_task = asyncio.create_task(self._check_health(), name="kanal-ops-health")
 
@@ -109,7 +118,17 @@ class OpsHub:
         else:
             self._health = {**report.summary(), "check_seconds": round(time.monotonic() - started, 3)}
         finally:
-            self._health_at = time.monotonic()  # the interval counts from the end of a run
+            # The wait counts from the end of a run, and grows with its length.
+            self._health_at = time.monotonic()
+            self._health_wait_s = self.health_wait_s(self._health_at - started)
+            if self._health is not None:  # None: cancelled before a first verdict
+                next_check_at = dt.datetime.now(WIB) + dt.timedelta(seconds=self._health_wait_s)
+                self._health["next_check_at"] = next_check_at.isoformat()
+
+    def health_wait_s(self, run_s: float) -> float:
+        """Seconds from the end of a run of `run_s` to the next: the interval,
+        or longer, so that runs take at most `health_busy_percent_max` of the time."""
+        return max(self.health_interval_ms / 1000, run_s * (100 / self.health_busy_percent_max - 1))
 
     def health(self) -> dict:
         """The latest verdicts; `checking` before the first run ends."""

@@ -11,9 +11,11 @@ time, and a failed run must be reported, then retried after the interval.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 
 import asyncpg
+import pytest
 
 from gateway.ops.live import OpsHub
 from gateway.store import database
@@ -106,7 +108,7 @@ async def test_a_failed_run_after_a_good_one_is_not_shown_as_all_checks_pass(dat
         good = await _verdict(hub, "ok")
         blocker, tx = await _postings_locked(database_url)
         try:
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(hub._health_wait_s + 0.05)
             await _sample(hub)  # due: starts a run that times out on the lock
             await asyncio.wait_for(hub._health_task, HANG_GUARD_S)
             health = (await _sample(hub, advance=False))["health"]
@@ -126,7 +128,7 @@ async def test_the_next_run_waits_the_interval_after_a_long_run(database_url, po
     hub = OpsHub(pool, health_interval_ms=500, first_health_wait_ms=0)
     try:
         await _verdict(hub, "ok")
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(hub._health_wait_s + 0.05)  # due again
         blocker, tx = await _postings_locked(database_url)
         try:
             await _sample(hub)
@@ -172,3 +174,43 @@ async def test_the_sampler_outlives_an_unexpected_database_error(pool, paid_ledg
     finally:
         hub.unsubscribe(queue)
         await hub.stop()
+
+
+async def test_a_long_run_stretches_the_wait_to_keep_the_checks_to_a_tenth_of_the_time(database_url, pool, paid_ledger):
+    """On a ledger the size of the province a run takes tens of seconds: with
+    a fixed interval the checks would read whole tables much of the time.
+    The wait after a run is nine times its length, or the interval if longer,
+    and the dashboard says when the next run is due."""
+    hub = OpsHub(pool, health_interval_ms=500, first_health_wait_ms=0)
+    try:
+        quick = await _verdict(hub, "ok")
+        assert dt.datetime.fromisoformat(quick["next_check_at"]) > dt.datetime.fromisoformat(quick["checked_at"])
+        await asyncio.sleep(hub._health_wait_s + 0.05)  # due again
+        blocker, tx = await _postings_locked(database_url)
+        try:
+            await _sample(hub)
+            long_run = hub._health_task
+            await asyncio.sleep(1.0)  # the run waits on the lock: it lasts at least a second
+        finally:
+            await tx.rollback()
+            await blocker.close()
+        await asyncio.wait_for(long_run, HANG_GUARD_S)
+        health = (await _sample(hub))["health"]
+        assert health["check_seconds"] >= 1.0
+        assert hub._health_wait_s >= 9 * 1.0  # not the 0.5 s interval
+        checked = dt.datetime.fromisoformat(health["checked_at"])
+        assert dt.datetime.fromisoformat(health["next_check_at"]) >= checked + dt.timedelta(seconds=9)
+        await asyncio.sleep(0.6)  # longer than the interval: still no new run
+        await _sample(hub)
+        assert hub._health_task is long_run
+    finally:
+        await hub.stop()
+
+
+def test_the_busy_share_must_be_a_percentage():
+    no_pool = None  # the hub reads nothing until it runs
+    with pytest.raises(ValueError, match="health_busy_percent_max"):
+        OpsHub(no_pool, health_busy_percent_max=0)
+    assert OpsHub(no_pool, health_busy_percent_max=50, health_interval_ms=10_000).health_wait_s(20.0) == 20.0
+    assert OpsHub(no_pool, health_busy_percent_max=10).health_wait_s(20.0) == 180.0
+    assert OpsHub(no_pool, health_busy_percent_max=10, health_interval_ms=30_000).health_wait_s(1.0) == 30.0

@@ -113,6 +113,8 @@ function drawHealth(health) {
     when += ` · the last run failed (${health.error}) at ${new Date(health.error_at).toLocaleTimeString()}`
       + (health.checked_at ? "; the verdicts above are from before it" : "") + "; trying again";
   }
+  // The next run waits longer after a long one (a tenth of the time at most).
+  if (health.next_check_at) when += ` · next at ${new Date(health.next_check_at).toLocaleTimeString()}`;
   setText("health-at", when);
 }
 
