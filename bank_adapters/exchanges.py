@@ -29,6 +29,9 @@ REQUEST_BODY_CHARS_MAX = 16_384
 request_logged_key = web.RequestKey("kanal_request_logged", bool)
 
 _INSERT = """
+with commit_mode as (
+    select case when $17 then set_config('synchronous_commit', 'off', true) end
+)
 insert into partner_exchanges (channel, partner_id, service_code, path, external_id, request_headers, request_body,
                                answered, http_status, response_code, response_body, rule, detail, fault, duration_ms, at)
 select channel, partner_id, service_code, path, external_id, request_headers::jsonb, request_body,
@@ -38,6 +41,7 @@ select channel, partner_id, service_code, path, external_id, request_headers::js
               $16::timestamptz[])
        as t(channel, partner_id, service_code, path, external_id, request_headers, request_body,
             answered, http_status, response_code, response_body, rule, detail, fault, duration_ms, at)
+       cross join commit_mode
 """
 
 
@@ -94,14 +98,23 @@ class ExchangeLog(MicroBatcher):
         super().__init__(group_size_max=rows_per_insert_max, group_wait_ms=0, groups_in_flight_max=inserts_in_flight_max)
         self.pool = pool
 
-    async def record(self, row: ExchangeRow) -> None:
-        """Store one row; returns once it is committed (raises if it could not be)."""
-        await self._submit(row.columns())
+    async def record(self, row: ExchangeRow, *, after_durable_write: bool = False) -> None:
+        """Store one row; returns once it is committed (raises if it could not be).
+
+        `after_durable_write`: the exchange's own effects were made durable by a
+        later synchronous commit (a payment's), so nothing but this row can be
+        lost in a crash. A group made only of such rows commits without waiting
+        for its WAL flush: it is visible as soon as it is committed, so a bank
+        reading its report after the answer finds it; a database crash in the
+        next fraction of a second can lose the row, never the payment. Any
+        other row in the group makes the group wait, as every row did before."""
+        await self._submit((row.columns(), after_durable_write))
 
     async def _execute(self, group: list[tuple]) -> None:
-        columns = list(zip(*(values for values, _ in group), strict=True))
+        columns = list(zip(*(values for (values, _), _ in group), strict=True))
+        without_flush = all(after_durable_write for (_, after_durable_write), _ in group)
         try:
-            await self.pool.execute(_INSERT, *(list(c) for c in columns))
+            await self.pool.execute(_INSERT, *(list(c) for c in columns), without_flush)
         except BaseException as error:  # every waiter hears the outcome
             settle_all((future for _, future in group), error)
             if not isinstance(error, Exception):

@@ -187,7 +187,7 @@ class SnapServer:
         exchange.response_body = "{}" if unanswered else body_text
         exchange.duration_ms = (time.perf_counter() - started) * 1000
         try:
-            await self.exchange_log.record(store.exchange_row(exchange))
+            await self.exchange_log.record(store.exchange_row(exchange), after_durable_write=exchange.posted)
         except Exception:  # the log must not cost the bank its answer
             log.exception("snap.exchange_not_recorded", service=service)
         # The request's one log line (the gateway's middleware writes none).
@@ -492,6 +492,8 @@ class SnapServer:
             inquiry_reference=inquiry_id or "",
         )
         result: PayResult = await self._ledger(self.payments.pay(command))
+        # Its commit waited for the WAL flush, which covers the claim made before it.
+        exchange.posted = result.outcome is PayOutcome.POSTED
         case, rule, reason = _PAY_CASES[result.outcome]
         data: dict[str, Any] = {
             "partnerServiceId": body.partnerServiceId,

@@ -259,6 +259,8 @@ class Exchange:
     plan: Any = None  # bank_adapters.snap.faults.Plan
     # (virtualAccountNo as sent, its last inquiry id) read with the external id claim.
     last_inquiry: tuple[str, str | None] | None = None
+    # The ledger posted this request's payment (a synchronous commit, after the claim).
+    posted: bool = False
 
 
 def exchange_row(exchange: Exchange) -> ExchangeRow:
