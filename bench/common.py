@@ -245,6 +245,21 @@ class LoadResult:
         }
 
 
+async def warm_up(work: list, concurrency: int, operation: Callable[[object], Awaitable[bool]]) -> dict:
+    """Run `work` through `operation` as `closed_loop` would, untimed, before a
+    timed run and before its CPU meters start: what is measured is the steady
+    state, as pgbench measures it (its tps leaves out the time its clients
+    take to connect). A server's first requests on each pooled connection
+    prepare its statements and load its type codecs; in a timed run of a few
+    thousand requests those few dozen would be the slowest hundredth, and p99
+    would measure them. A warm-up that fails is an error: the timed run would
+    measure a broken server."""
+    warm = await closed_loop(work, concurrency, operation)
+    if warm.failures or warm.operations != len(work):
+        raise RuntimeError(f"warm-up: {warm.failures} failures, {warm.operations} of {len(work)} done")
+    return {"warmup_operations": warm.operations}
+
+
 async def closed_loop(
     work: list, concurrency: int, operation: Callable[[object], Awaitable[bool]], *, seconds_max: float = 60.0
 ) -> LoadResult:
