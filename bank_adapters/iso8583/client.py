@@ -118,9 +118,8 @@ class Iso8583Client:
             error: Exception | None = None
             for attempt in range(self.reconnect_attempts_max):
                 try:
-                    self._reader, self._writer = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), self.timeout_ms / 1000
-                    )
+                    async with asyncio.timeout(self.timeout_ms / 1000):
+                        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
                     break
                 except (OSError, TimeoutError) as exc:
                     error = exc
@@ -206,7 +205,10 @@ class Iso8583Client:
             async with self._write_lock:
                 self._writer.write(codec.frame(body))
                 await self._writer.drain()
-            response = await asyncio.wait_for(future, (timeout_ms or self.timeout_ms) / 1000)
+            # Not asyncio.wait_for: on Python 3.11 it returns the answer and drops a
+            # cancellation that comes in the same turn of the loop as the answer.
+            async with asyncio.timeout((timeout_ms or self.timeout_ms) / 1000):
+                response = await future
         except TimeoutError:
             raise ResponseTimeout(
                 f"no {reply_mti} for STAN {request['11']} within {timeout_ms or self.timeout_ms} ms"

@@ -364,6 +364,28 @@ async def test_the_client_reconnects_and_logs_on_again(gateway_server):
         assert bank.connects == 2
 
 
+async def test_a_request_cancelled_in_the_turn_its_answer_comes_is_cancelled():
+    # asyncio.wait_for (Python 3.11) returned the answer and dropped the
+    # cancellation: a bank looping over echoes could never be stopped.
+    links: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _reader, writer: links.append(writer), "127.0.0.1", 0)
+    try:
+        async with Iso8583Client("127.0.0.1", silent.sockets[0].getsockname()[1], logon=False) as bank:
+            echo = asyncio.create_task(bank.echo())
+            while not bank._pending and not echo.done():
+                await asyncio.sleep(0)
+            (answer,) = bank._pending.values()
+            answer.set_result({"t": "0810", "39": "00"})  # what the read loop does when the answer comes
+            echo.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await echo
+    finally:
+        for writer in links:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+
+
 async def test_a_silent_link_is_closed_after_the_idle_timeout(gateway_server):
     adapter = await start_adapter(gateway_server, {"idle_timeout_ms": "200"})
     try:
