@@ -94,8 +94,12 @@ class Deliverer:
                 did = False
             if not did:
                 self.wake.clear()
+                # Not asyncio.wait_for: on Python 3.11 a cancellation (the gateway
+                # stopping) that comes in the turn the wake does is dropped, and
+                # the loop would run on while stop() waits for it.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval_ms / 1000)
+                    async with asyncio.timeout(self.settings.poll_interval_ms / 1000):
+                        await self.wake.wait()
 
     async def deliver_one(self, worker_name: str = "") -> bool:
         """Send the next due delivery, if any; True when one was handled."""

@@ -181,7 +181,8 @@ class OpsHub:
             # A one-off read (GET /ops/summary) of a hub that never checked:
             # the first verdicts if they come quickly, `checking` if not.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._health_task), self.first_health_wait_ms / 1000)
+                async with asyncio.timeout(self.first_health_wait_ms / 1000):  # not wait_for (see callbacks/worker.py)
+                    await asyncio.shield(self._health_task)
         return {
             "sequence": self.sequence,
             "generated_at": generated_at.isoformat(),
