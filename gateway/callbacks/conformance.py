@@ -74,6 +74,16 @@ PROTOCOL_RULES = {
 SERVICES = {"73": "access token", "24": "inquiry", "25": "payment", "26": "status"}
 CHANNELS = ("snap", "iso8583")
 EXPORT_EXCHANGES_MAX = 100_000
+# A report asked for without `since` covers this many hours up to `until`
+# (or now). Without a default the summary read every exchange the partner
+# ever had, on each page of the browsable report; a longer history is asked
+# for with an earlier `since`.
+WINDOW_HOURS_DEFAULT = 24
+
+
+def default_since(until: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    """The start of the default window: WINDOW_HOURS_DEFAULT before `until` or now."""
+    return (until or now) - dt.timedelta(hours=WINDOW_HOURS_DEFAULT)
 
 
 def verdict(rule: str | None, fault: str | None) -> str:
@@ -134,6 +144,12 @@ def exchange_view(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
+# The window as a range on partner_exchanges_partner_at (partner_id, at),
+# also in a generic plan: `$2 is null or at >= $2` cannot be an index bound,
+# and a cached generic plan then read the partner's whole history.
+_SINCE = "coalesce($2::timestamptz, '-infinity')"
+_UNTIL = "coalesce($3::timestamptz, 'infinity')"
+
 _COLUMNS = """id, at, channel, service_code, path, external_id, request_headers::text as request_headers, request_body,
     answered, http_status, response_code, response_body::text as response_body, rule, detail, fault, duration_ms"""
 
@@ -151,7 +167,7 @@ async def exchanges(
     clause = f"and {VERDICT_CLAUSES[verdict_filter]}" if verdict_filter else ""
     rows = await pool.fetch(
         f"""select {_COLUMNS} from partner_exchanges
-             where partner_id = $1 and ($2::timestamptz is null or at >= $2) and ($3::timestamptz is null or at < $3)
+             where partner_id = $1 and at >= {_SINCE} and at < {_UNTIL}
                and ($5::bigint is null or id < $5) {clause}
              order by id desc limit $4""",
         partner_id, since, until, limit, before_id,
@@ -161,9 +177,9 @@ async def exchanges(
 
 async def summary(pool: asyncpg.Pool, partner_id: str, *, since: dt.datetime | None, until: dt.datetime | None) -> dict[str, Any]:
     rows = await pool.fetch(
-        """select channel, service_code, rule, fault is not null as faulted, count(*) as n, min(id) as first_id, max(at) as last_at
+        f"""select channel, service_code, rule, fault is not null as faulted, count(*) as n, min(id) as first_id, max(at) as last_at
              from partner_exchanges
-            where partner_id = $1 and ($2::timestamptz is null or at >= $2) and ($3::timestamptz is null or at < $3)
+            where partner_id = $1 and at >= {_SINCE} and at < {_UNTIL}
             group by 1, 2, 3, 4""",
         partner_id, since, until,
     )

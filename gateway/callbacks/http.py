@@ -40,6 +40,7 @@ def setup(app: web.Application) -> None:
     app[callback_settings_key] = CallbackSettings.from_env()
     app.add_routes(routes)
     app.cleanup_ctx.append(_delivery_workers)
+    app.cleanup_ctx.append(_counts_folder)
 
 
 async def _delivery_workers(app: web.Application):
@@ -54,6 +55,16 @@ async def _delivery_workers(app: web.Application):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _counts_folder(app: web.Application):
+    """Every gateway folds the delivery and attempt counters (one fold at a
+    time across processes; the others find nothing to do)."""
+    task = asyncio.create_task(worker.fold_counts_forever(app[pool_key], app[callback_settings_key]), name="callbacks-counts-fold")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 # --------------------------------------------------------------- access --
@@ -269,12 +280,13 @@ async def delete_partner_faults(request: web.Request) -> web.Response:
 # ---------------------------------------------------------- conformance --
 
 
-def _window(request: web.Request) -> tuple[dt.datetime | None, dt.datetime | None]:
+def _window(request: web.Request) -> tuple[dt.datetime, dt.datetime | None]:
+    """`since` and `until`; without `since`, the WINDOW_HOURS_DEFAULT (24)
+    hours up to `until` or now."""
     now = dt.datetime.now(dt.UTC)
-    return (
-        service.parse_since(request.query.get("since"), now, "since"),
-        service.parse_since(request.query.get("until"), now, "until"),
-    )
+    since = service.parse_since(request.query.get("since"), now, "since")
+    until = service.parse_since(request.query.get("until"), now, "until")
+    return since or conformance.default_since(until, now), until
 
 
 @routes.get("/api/v1/partners/{partner_id}/conformance")

@@ -128,11 +128,16 @@ async def set_enabled(pool: asyncpg.Pool, endpoint_id: str, enabled: bool) -> di
 
 async def replay_delivery(pool: asyncpg.Pool, delivery_id: int) -> dict[str, Any]:
     """Send one delivery again now (whatever its state); re-enables its endpoint."""
+    unknown = NotFound(f"no delivery {delivery_id}", [{"field": "delivery_id", "problem": "unknown"}])
     async with pool.acquire() as conn, conn.transaction():
-        row = await store.replay_delivery(conn, delivery_id)
-        if row is None:
-            raise NotFound(f"no delivery {delivery_id}", [{"field": "delivery_id", "problem": "unknown"}])
-        await store.enable(conn, row["endpoint_id"])
+        endpoint_id = await conn.fetchval("select endpoint_id from callback_deliveries where id = $1", delivery_id)
+        if endpoint_id is None:
+            raise unknown
+        # Enabling first takes the endpoint, then its paused deliveries, in
+        # the order every enable does (store.enable).
+        await store.enable(conn, endpoint_id)
+        if await store.replay_delivery(conn, delivery_id) is None:
+            raise unknown  # deleted with its endpoint meanwhile
         return store.delivery_view(await store.delivery(conn, delivery_id))
 
 
@@ -140,8 +145,8 @@ async def replay_failed(pool: asyncpg.Pool, endpoint_id: str) -> dict[str, Any]:
     """Send every failed, gone or dropped delivery of an endpoint again; re-enables it."""
     async with pool.acquire() as conn, conn.transaction():
         await endpoint_or_404(conn, endpoint_id)
-        count = await store.replay_failed(conn, endpoint_id)
         await store.enable(conn, endpoint_id)
+        count = await store.replay_failed(conn, endpoint_id)
     return {"endpoint_id": endpoint_id, "replayed": count}
 
 

@@ -40,6 +40,11 @@ class CallbackSettings(BaseSettings):
     # How long the previous secret keeps signing after a rotation.
     rotation_overlap_s: int = Field(default=86_400, ge=0, le=30 * 86_400)
     endpoints_per_owner_max: int = Field(default=20, ge=1, le=1000)
+    # The delivery and attempt counts (dashboard, /metrics) are counters: each
+    # gateway folds their deltas into totals this often, this many at a time
+    # (migration 0022).
+    counts_fold_interval_ms: int = Field(default=1_000, ge=10, le=3_600_000)
+    counts_fold_rows_max: int = Field(default=50_000, ge=1, le=10_000_000)
 
     @field_validator("retry_schedule_ms", mode="before")
     @classmethod

@@ -150,6 +150,7 @@ async def relay_once(pool: asyncpg.Pool, *, batch_size_max: int, horizon_s: int,
 async def _fan_out(conn: asyncpg.Connection, rows: list[asyncpg.Record], rng: random.Random) -> int:
     targets = await conn.fetch(
         """select e.id, e.owner_kind, e.npp, e.event_types, e.from_outbox_id, e.deliveries_created,
+                  e.status = 'disabled' as disabled,
                   coalesce(nullif(e.faults, '{}'::jsonb), pf.faults, '{}'::jsonb)::text as faults
              from callback_endpoints e
              left join callback_partner_faults pf on e.owner_kind = 'partner' and pf.partner_id = e.owner_id
@@ -171,17 +172,20 @@ async def _fan_out(conn: asyncpg.Connection, rows: list[asyncpg.Record], rng: ra
             sequence = sequences[target["id"]]
             chosen, hold_ms = fault_rules.choose(profiles[target["id"]], sequence, rng)
             dropped = fault_rules.DROP in chosen
+            # The endpoint's row is locked (above): it cannot be enabled
+            # before these rows commit, and enabling then unpauses them.
+            paused = target["disabled"] and not dropped
             records.append(
                 (target["id"], row["id"], row["event_id"], row["topic"], row["npp"], row["payload"], row["created_at"],
-                 sequence, "dropped" if dropped else "pending", float(hold_ms) / 1000, chosen, dropped)
+                 sequence, "dropped" if dropped else "pending", float(hold_ms) / 1000, chosen, dropped, paused)
             )
     if not records:
         return 0
     await conn.executemany(
         """insert into callback_deliveries (endpoint_id, outbox_id, event_id, topic, npp, payload, event_at, sequence,
-                                            status, next_attempt_at, faults, finished_at)
+                                            status, next_attempt_at, faults, finished_at, paused)
            values ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, now() + make_interval(secs => $10), $11,
-                   case when $12 then now() end)
+                   case when $12 then now() end, $13)
            on conflict (endpoint_id, event_id) do nothing""",
         records,
     )
@@ -194,6 +198,14 @@ async def _fan_out(conn: asyncpg.Connection, rows: list[asyncpg.Record], rng: ra
 
 # ------------------------------------------------------------- deliveries --
 
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "gone", "dropped")
+ATTEMPT_OUTCOMES = ("delivered", "retry", "gone", "exhausted", "dropped")
+
+# The due deliveries in next_attempt_at order, through the index of the
+# unpaused pending ones (callback_deliveries_claim, migration 0022): a
+# disabled endpoint's backlog is paused, so a claim never walks it. The join
+# still checks the endpoint: the few deliveries that were being sent when
+# their endpoint was disabled stay unpaused, and are passed over here.
 CLAIM_SQL = """
 select d.id, d.endpoint_id, d.event_id, d.topic, d.npp, d.payload::text as payload, d.event_at,
        d.round_attempts, d.attempts, d.replays, d.faults,
@@ -201,7 +213,7 @@ select d.id, d.endpoint_id, d.event_id, d.topic, d.npp, d.payload::text as paylo
        case when e.previous_secret_expires_at > now() then e.previous_secret end as previous_secret
   from callback_deliveries d
   join callback_endpoints e on e.id = d.endpoint_id
- where d.status = 'pending' and d.next_attempt_at <= now() and e.status = 'enabled'
+ where d.status = 'pending' and not d.paused and d.next_attempt_at <= now() and e.status = 'enabled'
  order by d.next_attempt_at, d.id
  limit 1
    for update of d skip locked
@@ -279,7 +291,7 @@ async def replay_delivery(conn: asyncpg.Connection, delivery_id: int) -> asyncpg
     """Send again now, on a fresh retry round and without faults."""
     return await conn.fetchrow(
         """update callback_deliveries set status = 'pending', round_attempts = 0, replays = replays + 1,
-                  next_attempt_at = now(), finished_at = null, faults = '{}'
+                  next_attempt_at = now(), finished_at = null, faults = '{}', paused = false
             where id = $1
         returning endpoint_id""",
         delivery_id,
@@ -287,6 +299,8 @@ async def replay_delivery(conn: asyncpg.Connection, delivery_id: int) -> asyncpg
 
 
 async def replay_failed(conn: asyncpg.Connection, endpoint_id: str) -> int:
+    """Reads the failed, gone and dropped deliveries only, through the index of
+    undelivered ones (migration 0022), not the endpoint's whole history."""
     rows = await conn.fetch(
         """update callback_deliveries set status = 'pending', round_attempts = 0, replays = replays + 1,
                   next_attempt_at = now(), finished_at = null, faults = '{}'
@@ -297,17 +311,67 @@ async def replay_failed(conn: asyncpg.Connection, endpoint_id: str) -> int:
     return len(rows)
 
 
+# A disabled endpoint's pending deliveries are paused, out of the claim's
+# index (migration 0022). Both statements run in the transaction that changes
+# the endpoint's status, after its row is taken, so that pausing, unpausing
+# and the relay's writes of paused rows (the relay takes every endpoint's row)
+# happen one after the other. Deliveries a worker is sending are locked:
+# pausing skips them (waiting could deadlock with that worker, which may be
+# disabling the same endpoint), and they stay claimable, which costs a claim
+# a row. Unpausing waits only for a replay of a paused delivery, and replays
+# enable first, so they take the endpoint's row before any delivery's.
+PAUSE_SQL = """
+update callback_deliveries set paused = true
+ where id = any (array(select id from callback_deliveries
+                        where endpoint_id = $1 and status = 'pending' and not paused
+                          for update skip locked))
+"""
+UNPAUSE_SQL = """
+update callback_deliveries set paused = false where endpoint_id = $1 and status = 'pending' and paused
+"""
+
+
 async def enable(conn: asyncpg.Connection, endpoint_id: str) -> None:
-    await conn.execute(
-        "update callback_endpoints set status = 'enabled', disabled_reason = null, disabled_at = null where id = $1",
+    """Enable the endpoint, unless it is already (an enabled endpoint's row is
+    not even locked); its waiting deliveries are due again."""
+    enabled = await conn.fetchval(
+        """update callback_endpoints set status = 'enabled', disabled_reason = null, disabled_at = null
+            where id = $1 and status = 'disabled'
+        returning true""",
         endpoint_id,
     )
+    if enabled:
+        await conn.execute(UNPAUSE_SQL, endpoint_id)
 
 
 async def disable(conn: asyncpg.Connection, endpoint_id: str, reason: str) -> None:
-    await conn.execute(
+    """Disable the endpoint, unless it is already; its pending deliveries wait."""
+    disabled = await conn.fetchval(
         """update callback_endpoints set status = 'disabled', disabled_reason = $2, disabled_at = now()
-            where id = $1 and status = 'enabled'""",
+            where id = $1 and status = 'enabled'
+        returning true""",
         endpoint_id,
         reason,
     )
+    if disabled:
+        await conn.execute(PAUSE_SQL, endpoint_id)
+
+
+async def status_counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, int]]:
+    """Deliveries by status and attempts by outcome, every state present (0
+    when none), from the counters of migration 0022: the same numbers as a
+    GROUP BY over both tables, at the cost of a few rows."""
+    counts: dict[str, dict[str, int]] = {
+        "deliveries": dict.fromkeys(DELIVERY_STATUSES, 0),
+        "attempts": dict.fromkeys(ATTEMPT_OUTCOMES, 0),
+    }
+    for row in await conn.fetch("select kind, status, n from callback_counts"):
+        counts["deliveries" if row["kind"] == "delivery" else "attempts"][row["status"]] = row["n"]
+    return counts
+
+
+async def fold_counts(conn: asyncpg.Connection | asyncpg.Pool, rows_max: int) -> int:
+    """Move up to `rows_max` of the oldest committed count deltas into the
+    totals (one transaction); returns how many moved. The counts read before
+    and after are the same."""
+    return await conn.fetchval("select kanal_fold_callback_counts($1)", rows_max)

@@ -219,6 +219,21 @@ async def relay_loop(pool: asyncpg.Pool, settings: CallbackSettings, wake: async
             await asyncio.sleep(settings.poll_interval_ms / 1000)
 
 
+async def fold_counts_forever(pool: asyncpg.Pool, settings: CallbackSettings) -> None:
+    """Fold the delivery and attempt count deltas every
+    `counts_fold_interval_ms`, `counts_fold_rows_max` at a time, until
+    cancelled; at once again while a fold was full. A failed fold is logged
+    and tried again at the next interval: the counts stay right meanwhile,
+    only their deltas wait."""
+    while True:
+        try:
+            while await store.fold_counts(pool, settings.counts_fold_rows_max) >= settings.counts_fold_rows_max:
+                pass
+        except Exception as error:  # noqa: BLE001 - the folder must outlive any one fold
+            log.warning("callbacks.counts_fold_failed", error=repr(error))
+        await asyncio.sleep(settings.counts_fold_interval_ms / 1000)
+
+
 async def run_all(pool: asyncpg.Pool, settings: CallbackSettings, *, workers: int, relay: bool, name: str = "") -> None:
     """The relay (optional) and `workers` delivery workers, until cancelled."""
     deliverer = Deliverer(pool, settings, name=name)

@@ -2,7 +2,7 @@
 
 One sampler task per gateway process, awake only while someone listens,
 reads every `sample_interval_ms`: payments accepted (and so payments per
-second), callback deliveries by status, the outbox backlog; and every
+second), callback deliveries by status (from their counters); and every
 `health_interval_ms` the ledger checks' verdicts (without their rows). The
 checks read whole tables, which takes longer as the ledger grows: they run
 on a task of their own, one run at a time, and every message carries the
@@ -31,6 +31,7 @@ import time
 import asyncpg
 import structlog
 
+from gateway.callbacks import store as callback_store
 from gateway.domain.periods import WIB
 from gateway.ops import checks
 
@@ -162,10 +163,9 @@ class OpsHub:
             # give or take the ids of batches that rolled back.
             accepted = await conn.fetchval("select coalesce(max(id), 0) from payments")
             deliveries = None
-            if await conn.fetchval("select to_regclass('callback_deliveries') is not null"):
-                rows = await conn.fetch("select status, count(*)::bigint as n from callback_deliveries group by status")
-                deliveries = {s: 0 for s in ("pending", "delivered", "failed", "gone", "dropped")}
-                deliveries.update({r["status"]: r["n"] for r in rows})
+            if await conn.fetchval("select to_regclass('callback_counts') is not null"):
+                # From the counters (migration 0022): a few rows, however many deliveries there are.
+                deliveries = (await callback_store.status_counts(conn))["deliveries"]
         now = time.monotonic()
         generated_at = dt.datetime.now(WIB)
         per_second = self.history[-1]["per_second"] if self.history else 0.0

@@ -16,8 +16,8 @@ same shared truth for them.
 | `kanal_outbox_events` | gauge | | outbox rows written (highest id) |
 | `kanal_outbox_backlog_events` | gauge | | outbox rows the callback relay has not taken yet (absent without callbacks; 0 with no endpoint) |
 | `kanal_outbox_lag_seconds` | gauge | | age of the oldest of those (0 when none) |
-| `kanal_callback_deliveries` | gauge | status | callback deliveries by status (absent without callbacks) |
-| `kanal_callback_attempts` | gauge | outcome | delivery attempts by outcome (absent without callbacks) |
+| `kanal_callback_deliveries` | gauge | status | callback deliveries by status, from their counters (absent without callbacks) |
+| `kanal_callback_attempts` | gauge | outcome | delivery attempts by outcome, from their counters (absent without callbacks) |
 | `kanal_coverage_protected` | gauge | regency_code, regency | protected participants today (JKK) |
 | `kanal_coverage_workforce` | gauge | regency_code, regency | the regency's workforce (the denominator) |
 | `kanal_coverage_ratio` | gauge | regency_code, regency | protected / workforce |
@@ -40,6 +40,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from gateway.callbacks import store as callback_store
 from gateway.ops.checks import OUTBOX_WAITING_SQL
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -113,12 +114,14 @@ class Metrics:
                 )
                 self.outbox_backlog.set(row["backlog"])
                 self.outbox_lag.set(row["lag"])
-            if await conn.fetchval("select to_regclass('callback_deliveries') is not null"):
-                for r in await conn.fetch("select status, count(*) as n from callback_deliveries group by status"):
-                    self.deliveries.labels(r["status"]).set(r["n"])
-            if await conn.fetchval("select to_regclass('callback_attempts') is not null"):
-                for r in await conn.fetch("select outcome, count(*) as n from callback_attempts group by outcome"):
-                    self.attempts.labels(r["outcome"]).set(r["n"])
+            if await conn.fetchval("select to_regclass('callback_counts') is not null"):
+                # From the counters (migration 0022), every state: a count that
+                # falls to 0 shows 0, not its last value.
+                counts = await callback_store.status_counts(conn)
+                for status, n in counts["deliveries"].items():
+                    self.deliveries.labels(status).set(n)
+                for outcome, n in counts["attempts"].items():
+                    self.attempts.labels(outcome).set(n)
         for row in coverage_snapshot["regencies"]:
             labels = (row["regency_code"], row["name"])
             self.protected.labels(*labels).set(row["protected"])
