@@ -263,6 +263,8 @@ class ExportLinks(Out):
 
 class ConformancePage(Out):
     partner_id: str
+    since: str = Field(description="the window's start as parsed, ISO 8601: without `since`, 24 hours before until (or now)")
+    until: str | None
     summary: Summary
     exchanges: list[Exchange] = Field(description="newest first")
     next: str | None = Field(description="the next page (older exchanges), or null on the last page")

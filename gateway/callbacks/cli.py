@@ -306,7 +306,7 @@ def clear_faults(partner_id, endpoint_id) -> None:
 @click.option(
     "--since",
     help="From this time (ISO 8601, e.g. 2025-09-24T10:00:00+07:00) or this long ago (90s, 15m, 24h, 7d). "
-    f"[default: {conformance_report.WINDOW_HOURS_DEFAULT}h before --until]",
+    "[default: every exchange]",
 )
 @click.option("--until", help="Up to this time (same forms). [default: now]")
 @click.option("--format", "output_format", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
@@ -317,8 +317,8 @@ def conformance(partner_id, since, until, output_format, output, fail_on_error) 
 
     \b
     Examples:
-      kanal conformance BANKKALBAR                # the last 24 hours
-      kanal conformance BANKKALBAR --since 7d
+      kanal conformance BANKKALBAR --since 24h
+      kanal conformance BANKKALBAR                # every exchange the partner ever had
       kanal conformance BANKKALBAR --since 2025-09-24T00:00:00+07:00 --format html -o report.html
       kanal conformance BANKKALBAR --since 1h --fail-on-error     # in CI: exit 1 on any broken rule
 
@@ -328,7 +328,6 @@ def conformance(partner_id, since, until, output_format, output, fail_on_error) 
     try:
         since_at = service.parse_since(since, now, "since")
         until_at = service.parse_since(until, now, "until")
-        since_at = since_at or conformance_report.default_since(until_at, now)
         service.check_partner_id(partner_id)
     except ServiceError as error:
         raise click.BadParameter(error.detail) from None

@@ -280,13 +280,17 @@ async def delete_partner_faults(request: web.Request) -> web.Response:
 # ---------------------------------------------------------- conformance --
 
 
-def _window(request: web.Request) -> tuple[dt.datetime, dt.datetime | None]:
-    """`since` and `until`; without `since`, the WINDOW_HOURS_DEFAULT (24)
-    hours up to `until` or now."""
+def _window(request: web.Request, *, browsing: bool = False) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """`since` and `until`. Without `since`, the browsable page covers the
+    WINDOW_HOURS_DEFAULT (24) hours up to `until` or now (its summary is read
+    again for every page); an export covers every exchange, as it always did
+    ("the whole report as a download")."""
     now = dt.datetime.now(dt.UTC)
     since = service.parse_since(request.query.get("since"), now, "since")
     until = service.parse_since(request.query.get("until"), now, "until")
-    return since or conformance.default_since(until, now), until
+    if since is None and browsing:
+        since = conformance.default_since(until, now)
+    return since, until
 
 
 @routes.get("/api/v1/partners/{partner_id}/conformance")
@@ -294,7 +298,7 @@ async def conformance_page(request: web.Request) -> web.Response:
     """Browse: the summary and one page of exchanges, newest first."""
     _require_admin(request)
     partner_id = service.check_partner_id(request.match_info["partner_id"])
-    since, until = _window(request)
+    since, until = _window(request, browsing=True)
     verdict = request.query.get("verdict") or None
     if verdict not in (None, "pass", "fail", "fault", "error"):
         raise Invalid.field("verdict", "must be pass, fail, fault or error")
@@ -310,6 +314,8 @@ async def conformance_page(request: web.Request) -> web.Response:
     return json_ok(
         {
             "partner_id": partner_id,
+            "since": since.isoformat(),
+            "until": until.isoformat() if until else None,
             "summary": await conformance.summary(pool, partner_id, since=since, until=until),
             "exchanges": items,
             "next": next_url,

@@ -64,7 +64,7 @@ BEFORE_ID = _query(
 INSTANT = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "pattern": "^[0-9]{1,6}[smhd]$"}]}
 WINDOW = (
     _query("since", INSTANT, "start of the window: an ISO 8601 time (2025-09-24T10:00:00+07:00; UTC when it has no offset) or a duration back from now (90s, 15m, 24h, 7d); "
-           f"without it, {conformance.WINDOW_HOURS_DEFAULT} hours before until (or now)"),
+           f"without it, the browsable page covers the {conformance.WINDOW_HOURS_DEFAULT} hours before until (or now), an export every exchange"),
     _query("until", INSTANT, "end of the window (exclusive), in the same forms as since"),
 )
 BODY = (400, 413, 415, 422)  # malformed JSON, too large, not application/json, invalid

@@ -327,7 +327,7 @@ async def test_a_conformance_summary_reads_its_window_not_the_partners_history(p
     assert history_read >= held, (history_read, held)  # what a report without `since` read
 
 
-async def test_the_conformance_report_covers_the_last_24_hours_unless_asked(callback_gateway, api, database_url):
+async def test_the_browsable_conformance_page_covers_the_last_24_hours_unless_asked(callback_gateway, api, database_url):
     pool = callback_gateway.pool
     now = dt.datetime.now(dt.UTC)
     await pool.execute(_EXCHANGES, "BANKWIN", now - dt.timedelta(days=2), now - dt.timedelta(days=2), 1, 1)  # failed
@@ -337,9 +337,12 @@ async def test_the_conformance_report_covers_the_last_24_hours_unless_asked(call
     assert [x["verdict"] for x in page["exchanges"]] == ["pass"]
     longer = await api("GET", "/api/v1/partners/BANKWIN/conformance?since=3d", expect=200)
     assert (longer["summary"]["exchanges"], longer["summary"]["fail"]) == (2, 1)
-    export = await api("GET", "/api/v1/partners/BANKWIN/conformance.json", expect=200)
-    since = dt.datetime.fromisoformat(export["since"])
+    since = dt.datetime.fromisoformat(page["since"])
     assert dt.timedelta(hours=23, minutes=59) < now - since < dt.timedelta(hours=24, minutes=1)
+    # The exports, read once per report, cover every exchange without since
+    # (review of d9d1e2c: "the whole report as a download").
+    export = await api("GET", "/api/v1/partners/BANKWIN/conformance.json", expect=200)
+    assert (export["since"], export["summary"]["exchanges"], export["summary"]["fail"]) == (None, 2, 1)
     # Up to a time, without since: the 24 hours before it.
     earlier = await api("GET", f"/api/v1/partners/BANKWIN/conformance?until={(now - dt.timedelta(days=1)).isoformat().replace('+', '%2B')}",
                         expect=200)
@@ -351,7 +354,7 @@ async def test_the_conformance_report_covers_the_last_24_hours_unless_asked(call
         capture_output=True, text=True, env=env, timeout=60,
     )
     assert cli.returncode == 0, cli.stderr
-    assert json.loads(cli.stdout)["summary"]["exchanges"] == 1
+    assert json.loads(cli.stdout)["summary"]["exchanges"] == 2  # every exchange, as the exports
 
 
 # ------------------------------------------------------------------ 4 -------
