@@ -312,49 +312,37 @@ async def replay_failed(conn: asyncpg.Connection, endpoint_id: str) -> int:
 
 
 # A disabled endpoint's pending deliveries are paused, out of the claim's
-# index (migration 0022). Both statements run in the transaction that changes
-# the endpoint's status, after its row is taken, so that pausing, unpausing
-# and the relay's writes of paused rows (the relay takes every endpoint's row)
-# happen one after the other. Deliveries a worker is sending are locked:
-# pausing skips them (waiting could deadlock with that worker, which may be
-# disabling the same endpoint), and they stay claimable, which costs a claim
-# a row. Unpausing waits only for a replay of a paused delivery, and replays
-# enable first, so they take the endpoint's row before any delivery's.
-PAUSE_SQL = """
-update callback_deliveries set paused = true
- where id = any (array(select id from callback_deliveries
-                        where endpoint_id = $1 and status = 'pending' and not paused
-                          for update skip locked))
-"""
-UNPAUSE_SQL = """
-update callback_deliveries set paused = false where endpoint_id = $1 and status = 'pending' and paused
-"""
+# index (migration 0022), by a trigger on the endpoint's status (migration
+# 0023): in the statement that changes it, so with its row taken, whoever
+# changes it. Pausing, unpausing and the relay's writes of paused rows (the
+# relay takes every endpoint's row) happen one after the other. Deliveries a
+# worker is sending are locked: pausing skips them (waiting could deadlock
+# with that worker, which may be disabling the same endpoint), and they stay
+# claimable, which costs a claim a row. Unpausing waits only for a replay of
+# a paused delivery, and replays enable first, so they take the endpoint's
+# row before any delivery's.
 
 
 async def enable(conn: asyncpg.Connection, endpoint_id: str) -> None:
     """Enable the endpoint, unless it is already (an enabled endpoint's row is
-    not even locked); its waiting deliveries are due again."""
-    enabled = await conn.fetchval(
+    not even locked); its waiting deliveries are due again (unpaused by the
+    trigger of migration 0023)."""
+    await conn.execute(
         """update callback_endpoints set status = 'enabled', disabled_reason = null, disabled_at = null
-            where id = $1 and status = 'disabled'
-        returning true""",
+            where id = $1 and status = 'disabled'""",
         endpoint_id,
     )
-    if enabled:
-        await conn.execute(UNPAUSE_SQL, endpoint_id)
 
 
 async def disable(conn: asyncpg.Connection, endpoint_id: str, reason: str) -> None:
-    """Disable the endpoint, unless it is already; its pending deliveries wait."""
-    disabled = await conn.fetchval(
+    """Disable the endpoint, unless it is already; its pending deliveries wait
+    (paused by the trigger of migration 0023)."""
+    await conn.execute(
         """update callback_endpoints set status = 'disabled', disabled_reason = $2, disabled_at = now()
-            where id = $1 and status = 'enabled'
-        returning true""",
+            where id = $1 and status = 'enabled'""",
         endpoint_id,
         reason,
     )
-    if disabled:
-        await conn.execute(PAUSE_SQL, endpoint_id)
 
 
 async def status_counts(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, int]]:

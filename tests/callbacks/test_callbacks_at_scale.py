@@ -398,7 +398,7 @@ async def test_the_upgrade_counts_the_rows_there_and_pauses_disabled_backlogs(ad
             await old.conn.execute(_DELIVERIES, endpoint_id, first, n, start, status)
         await old.conn.execute(_ATTEMPTS)
         await old.conn.execute("update callback_endpoints set status = 'disabled', disabled_at = now() where id = 'ep_off'")
-        assert await old.upgrade() == ["gateway/0022_callbacks_at_scale.sql"]
+        assert await old.upgrade() == ["gateway/0022_callbacks_at_scale.sql", "gateway/0023_pause_with_the_endpoint.sql"]
         assert await store.status_counts(old.conn) == _recounted(await old.conn.fetch(_RECOUNT))
         assert (await store.status_counts(old.conn))["deliveries"]["pending"] == 43
         paused = await old.conn.fetch("select endpoint_id, count(*) as n from callback_deliveries where paused group by 1")

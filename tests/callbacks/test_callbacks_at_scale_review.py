@@ -5,6 +5,11 @@
    the exports: `kanal conformance P --fail-on-error` without --since passed
    once a broken exchange was a day old, and "the whole report as a
    download" held the last day only.
+2. 0022 kept `paused` in step with the endpoint's status in store.enable and
+   store.disable only: an endpoint enabled by any other statement (a gateway
+   not upgraded yet, an operator's UPDATE) kept its backlog paused, never
+   claimed again, and a not-upgraded worker that claimed one could not record
+   it and sent it again on every poll. Migration 0023 does it in a trigger.
 """
 
 from __future__ import annotations
@@ -15,6 +20,24 @@ import json
 import os
 import subprocess
 import sys
+
+from gateway.callbacks import store
+from tests.integration.upgrades import database_before
+
+SECRET = "whsec_" + "A" * 40
+
+_ENDPOINT = """
+insert into callback_endpoints (id, owner_kind, owner_id, url, event_types, secret)
+values ($1, 'partner', 'BANKREVIEW', 'http://127.0.0.1:9/hook', array['payment.posted'], $2)
+"""
+
+_DELIVERIES = """
+insert into callback_deliveries (endpoint_id, outbox_id, event_id, topic, payload, event_at, sequence, next_attempt_at)
+select $1, $2::bigint + g, gen_random_uuid(), 'payment.posted', '{}', now(), $2::bigint + g, now() - interval '1 minute'
+  from generate_series(1, $3::int) g
+"""
+
+
 
 # ----------------------------------------------------------------------------
 # The conformance report's default window.
@@ -57,3 +80,62 @@ async def test_a_ci_gate_without_since_still_judges_every_exchange(callback_gate
     since = dt.datetime.fromisoformat(page["since"])
     assert dt.timedelta(hours=23, minutes=59) < now - since < dt.timedelta(hours=24, minutes=1)
     assert page["until"] is None
+
+
+# ----------------------------------------------------------------------------
+# `paused` kept by the database, whoever changes the endpoint's status.
+
+# The statements of the gateway before 0022 (d9d1e2c^:gateway/callbacks/store.py
+# and worker.py): what a process not upgraded yet runs against the upgraded
+# schema during a rolling upgrade, and what an operator's UPDATE does.
+_OLD_ENABLE = "update callback_endpoints set status = 'enabled', disabled_reason = null, disabled_at = null where id = $1"
+_OLD_DISABLE = """update callback_endpoints set status = 'disabled', disabled_reason = $2, disabled_at = now()
+                   where id = $1 and status = 'enabled'"""
+_OLD_CLAIM = """
+select d.id from callback_deliveries d join callback_endpoints e on e.id = d.endpoint_id
+ where d.status = 'pending' and d.next_attempt_at <= now() and e.status = 'enabled'
+ order by d.next_attempt_at, d.id limit 1 for update of d skip locked
+"""
+_OLD_DELIVERED = "update callback_deliveries set status = 'delivered', finished_at = now() where id = $1"
+
+
+async def test_an_endpoint_enabled_by_any_statement_sends_its_paused_deliveries(pool):
+    """0022 pauses a disabled endpoint's backlog and unpauses it only in
+    store.enable. Enabled any other way (a gateway not upgraded yet during a
+    rolling upgrade, or an operator's UPDATE), the endpoint kept its
+    deliveries paused: new workers never claimed them, and an old worker
+    claimed one, sent it, and failed to record it (paused and delivered breaks
+    callback_deliveries_paused_pending), so it sent it again on every poll."""
+    await pool.execute(_ENDPOINT, "ep_rolling", SECRET)
+    await pool.execute(_DELIVERIES, "ep_rolling", 0, 3)
+    async with pool.acquire() as conn, conn.transaction():
+        await store.disable(conn, "ep_rolling", "the receiver is down")
+    assert await pool.fetchval("select count(*) from callback_deliveries where paused") == 3
+
+    await pool.execute(_OLD_ENABLE, "ep_rolling")
+    assert await pool.fetchval("select count(*) from callback_deliveries where paused") == 0
+    async with pool.acquire() as new_worker, new_worker.transaction():
+        assert (await new_worker.fetchrow(store.CLAIM_SQL))["endpoint_id"] == "ep_rolling"
+    async with pool.acquire() as old_worker, old_worker.transaction():
+        claimed = await old_worker.fetchval(_OLD_CLAIM)
+        await old_worker.execute(_OLD_DELIVERED, claimed)  # raised CheckViolationError before the fix
+
+    # And disabled the old way, the backlog is paused all the same.
+    await pool.execute(_OLD_DISABLE, "ep_rolling", "by an old gateway")
+    assert await pool.fetchval("select count(*) from callback_deliveries where paused") == 2
+    assert await pool.fetchrow(store.CLAIM_SQL) is None
+
+
+async def test_the_upgrade_unpauses_what_an_enable_without_the_trigger_left_paused(admin_url):
+    """A database at 0022 where an endpoint was enabled by a statement that
+    did not unpause its deliveries: 0023 unpauses them."""
+    async with database_before(admin_url, lambda version: version.startswith("gateway/") and version >= "gateway/0023") as old:
+        await old.conn.execute(_ENDPOINT, "ep_gap", SECRET)
+        await old.conn.execute(_DELIVERIES, "ep_gap", 0, 4)
+        await old.conn.execute(_OLD_DISABLE, "ep_gap", "down")
+        await old.conn.execute("update callback_deliveries set paused = true")  # as 0022's disable() did
+        await old.conn.execute(_OLD_ENABLE, "ep_gap")
+        assert await old.conn.fetchrow(store.CLAIM_SQL) is None  # stranded
+        assert await old.upgrade() == ["gateway/0023_pause_with_the_endpoint.sql"]
+        assert await old.conn.fetchval("select count(*) from callback_deliveries where paused") == 0
+        assert (await old.conn.fetchrow(store.CLAIM_SQL))["endpoint_id"] == "ep_gap"
