@@ -144,7 +144,14 @@ async def replay_delivery(pool: asyncpg.Pool, delivery_id: int) -> dict[str, Any
 async def replay_failed(pool: asyncpg.Pool, endpoint_id: str) -> dict[str, Any]:
     """Send every failed, gone or dropped delivery of an endpoint again; re-enables it."""
     async with pool.acquire() as conn, conn.transaction():
-        await endpoint_or_404(conn, endpoint_id)
+        # The endpoint's row first, enabled or not: a disable that comes in
+        # meanwhile waits for this replay, then pauses what it replayed. (Taken
+        # only when disabled, a disable paused what its snapshot saw, the
+        # replayed rows still failed to it, and they stayed unpaused on a
+        # disabled endpoint: every claim walked them.) The failed, gone and
+        # dropped deliveries this takes next are never held by a worker.
+        if await conn.fetchval("select id from callback_endpoints where id = $1 for no key update", endpoint_id) is None:
+            await endpoint_or_404(conn, endpoint_id)
         await store.enable(conn, endpoint_id)
         count = await store.replay_failed(conn, endpoint_id)
     return {"endpoint_id": endpoint_id, "replayed": count}

@@ -10,6 +10,9 @@
    not upgraded yet, an operator's UPDATE) kept its backlog paused, never
    claimed again, and a not-upgraded worker that claimed one could not record
    it and sent it again on every poll. Migration 0023 does it in a trigger.
+3. replay-failed on an enabled endpoint took no lock on it: a disable
+   committed while the replay ran left the replayed deliveries pending and
+   unpaused on a disabled endpoint, at the front of the claim's index.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 import subprocess
 import sys
 
-from gateway.callbacks import store
+from gateway.callbacks import service, store
 from tests.integration.upgrades import database_before
 
 SECRET = "whsec_" + "A" * 40
@@ -139,3 +142,96 @@ async def test_the_upgrade_unpauses_what_an_enable_without_the_trigger_left_paus
         assert await old.upgrade() == ["gateway/0023_pause_with_the_endpoint.sql"]
         assert await old.conn.fetchval("select count(*) from callback_deliveries where paused") == 0
         assert (await old.conn.fetchrow(store.CLAIM_SQL))["endpoint_id"] == "ep_gap"
+
+
+# ----------------------------------------------------------------------------
+# replay-failed against a concurrent disable.
+
+
+async def _lock_waiter(pool, since: set[int]) -> int:
+    for _ in range(500):
+        pids = {r["pid"] for r in await pool.fetch("select pid from pg_stat_activity where wait_event_type = 'Lock'")}
+        if pids - since:
+            return (pids - since).pop()
+        await asyncio.sleep(0.01)
+    raise AssertionError("nothing waited for a lock")
+
+
+async def test_replay_failed_racing_a_disable_leaves_no_unpaused_backlog(pool):
+    """replay-failed on an enabled endpoint took no lock on it: a disable
+    committed while the replay's UPDATE ran paused the endpoint's pending
+    deliveries as its snapshot saw them, without the replayed ones (still
+    failed to it), which then committed pending and unpaused on a disabled
+    endpoint. Every claim walks such rows (their next_attempt_at is the
+    replay's, at the front of the claim's index) until the endpoint is enabled
+    again: the walk 0022 removed, for as many rows as were replayed."""
+    await pool.execute(_ENDPOINT, "ep_race", SECRET)
+    await pool.execute(_DELIVERIES, "ep_race", 0, 3)
+    await pool.execute("update callback_deliveries set status = 'failed', finished_at = now()")
+    first = await pool.fetchval("select min(id) from callback_deliveries")
+    async with pool.acquire() as holder:
+        # Something holds one failed delivery (here, a transaction in the
+        # way), so that the replay's UPDATE is under way when the disable runs.
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("select 1 from callback_deliveries where id = $1 for update", first)
+        before = {r["pid"] for r in await pool.fetch("select pid from pg_stat_activity where wait_event_type = 'Lock'")}
+        replay = asyncio.create_task(service.replay_failed(pool, "ep_race"))
+        replay_pid = await _lock_waiter(pool, before)
+        disable = asyncio.create_task(service.set_enabled(pool, "ep_race", False))
+        for _ in range(50):  # the disable either commits (before the fix) or waits for the replay
+            if disable.done():
+                break
+            waiting = await pool.fetchval(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and pid <> $1 and pid <> all($2::int[])",
+                replay_pid, list(before),
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        await tx.commit()
+    assert (await asyncio.wait_for(replay, 10))["replayed"] == 3
+    assert (await asyncio.wait_for(disable, 10))["status"] == "disabled"
+    stranded = await pool.fetchval(
+        """select count(*) from callback_deliveries d join callback_endpoints e on e.id = d.endpoint_id
+            where e.status = 'disabled' and d.status = 'pending' and not d.paused"""
+    )
+    assert stranded == 0
+
+
+async def test_a_replay_of_a_delivery_being_sent_does_not_deadlock_with_its_worker(pool):
+    """Guard (passes on d9d1e2c): a worker holds a delivery while it sends;
+    its endpoint is disabled meanwhile (the pause skips the held row), and the
+    delivery is replayed. The replay takes the endpoint (enabling it), then
+    waits for the delivery; the worker's answer is a 410 and it disables the
+    endpoint, delivery then endpoint, the other order. No deadlock: the
+    endpoint is disabled as far as the worker's snapshot sees, so its
+    UPDATE ... WHERE status = 'enabled' matches nothing and waits for
+    nothing."""
+    await pool.execute(_ENDPOINT, "ep_busy", SECRET)
+    await pool.execute(_DELIVERIES, "ep_busy", 0, 2)
+    async with pool.acquire() as worker:
+        tx = worker.transaction()
+        await tx.start()
+        claimed = await worker.fetchrow(store.CLAIM_SQL)
+        async with pool.acquire() as admin, admin.transaction():
+            await store.disable(admin, "ep_busy", "by its owner")
+        replay = asyncio.create_task(service.replay_delivery(pool, claimed["id"]))
+        # The replay waits for the worker's delivery (and, before the fix,
+        # holds the endpoint while it waits).
+        for _ in range(500):
+            waiting = await pool.fetchval(
+                "select pid from pg_stat_activity where wait_event_type = 'Lock' and query like '%callback_deliveries%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the replay never waited for the worker's delivery"
+        # The worker's attempt ends in a 410, as Deliverer._conclude does it.
+        await worker.execute("update callback_deliveries set status = 'gone', finished_at = now() where id = $1", claimed["id"])
+        await store.disable(worker, "ep_busy", f"the receiver answered 410 Gone to delivery {claimed['id']}")
+        await tx.commit()
+    view = await asyncio.wait_for(replay, 10)
+    assert view["status"] == "pending"
+    assert await pool.fetchval("select status from callback_endpoints where id = 'ep_busy'") == "enabled"
+    assert await pool.fetchval("select count(*) from callback_deliveries where paused") == 0
