@@ -181,13 +181,25 @@ async def _fan_out(conn: asyncpg.Connection, rows: list[asyncpg.Record], rng: ra
             )
     if not records:
         return 0
-    await conn.executemany(
+    # One statement for the whole fan-out, not executemany's one per row: the
+    # counters' statement trigger (migration 0022) then writes one delta per
+    # status, not one per delivery. The faults go as comma-joined names (a
+    # text[] per row cannot be unnested from one array).
+    columns = [list(column) for column in zip(*records, strict=True)]
+    columns[10] = [",".join(chosen) for chosen in columns[10]]
+    await conn.execute(
         """insert into callback_deliveries (endpoint_id, outbox_id, event_id, topic, npp, payload, event_at, sequence,
                                             status, next_attempt_at, faults, finished_at, paused)
-           values ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, now() + make_interval(secs => $10), $11,
-                   case when $12 then now() end, $13)
+           select endpoint_id, outbox_id, event_id, topic, npp, payload::jsonb, event_at, sequence,
+                  status, now() + make_interval(secs => hold_s), coalesce(string_to_array(nullif(faults, ''), ','), '{}'),
+                  case when dropped then now() end, paused
+             from unnest($1::text[], $2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+                         $8::bigint[], $9::text[], $10::float8[], $11::text[], $12::bool[], $13::bool[])
+                  with ordinality as t(endpoint_id, outbox_id, event_id, topic, npp, payload, event_at, sequence,
+                                       status, hold_s, faults, dropped, paused, n)
+            order by n
            on conflict (endpoint_id, event_id) do nothing""",
-        records,
+        *columns,
     )
     await conn.executemany(
         "update callback_endpoints set deliveries_created = $2 where id = $1 and deliveries_created < $2",

@@ -404,3 +404,55 @@ async def test_the_upgrade_counts_the_rows_there_and_pauses_disabled_backlogs(ad
         paused = await old.conn.fetch("select endpoint_id, count(*) as n from callback_deliveries where paused group by 1")
         assert [tuple(r) for r in paused] == [("ep_off", 40)]
         assert (await _claim(old.conn))[0] == "ep_up"
+
+
+async def test_one_fan_out_is_one_statement_and_one_count_per_status(pool):
+    """The relay writes a batch's deliveries in one INSERT, so the counters'
+    statement trigger adds one delta per status, not one per delivery; the
+    deliveries keep the outbox's order, their faults and their sequence."""
+    await pool.execute(_ENDPOINT, "ep_fanout", SECRET)
+    await pool.execute(
+        """insert into callback_endpoints (id, owner_kind, owner_id, url, event_types, secret, faults)
+           values ('ep_fanout_dup', 'partner', 'BANKSCALE', 'http://127.0.0.1:9/hook', array['payment.posted'], $1,
+                   '{"duplicate_percent": 100}')""",
+        SECRET,
+    )
+    await pool.execute(
+        """insert into outbox (topic, npp, payload)
+           select 'payment.posted', 'NPP-' || g, '{"amount_rupiah": 150000}' from generate_series(1, 40) g"""
+    )
+    before = await pool.fetchval("select count(*) from callback_count_deltas")
+    result = await store.relay_once(pool, batch_size_max=100, horizon_s=0)
+    assert result.deliveries == 80
+    deltas = await pool.fetch("select kind, status, delta from callback_count_deltas offset $1", before)
+    assert [(d["kind"], d["status"], d["delta"]) for d in deltas] == [("delivery", "pending", 80)]
+    rows = await pool.fetch(
+        """select d.endpoint_id, d.sequence, d.faults, o.id as outbox_id
+             from callback_deliveries d join outbox o on o.event_id = d.event_id order by d.id"""
+    )
+    assert [(r["outbox_id"], r["endpoint_id"]) for r in rows] == sorted((r["outbox_id"], r["endpoint_id"]) for r in rows)
+    for endpoint_id in ("ep_fanout", "ep_fanout_dup"):
+        assert [r["sequence"] for r in rows if r["endpoint_id"] == endpoint_id] == list(range(1, 41))
+    assert {tuple(r["faults"]) for r in rows if r["endpoint_id"] == "ep_fanout"} == {()}
+    assert {tuple(r["faults"]) for r in rows if r["endpoint_id"] == "ep_fanout_dup"} == {("duplicated",)}
+
+
+async def test_the_documented_rebuild_restores_counters_that_missed_rows(pool):
+    """Rows written with triggers off are not counted; the rebuild in
+    docs/callbacks.md, run as written, makes the counters a recount again."""
+    from pathlib import Path
+
+    await pool.execute(_ENDPOINT, "ep_rebuild", SECRET)
+    await _history(pool, "ep_rebuild", 1, {"delivered": 300, "failed": 20, "pending": 40}, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("set local session_replication_role = replica")  # a hand-written repair
+        await conn.execute(_DELIVERIES, "ep_rebuild", 10_000, 25, dt.datetime(2026, 2, 1, tzinfo=dt.UTC), "gone")
+        await conn.execute(_ATTEMPTS)
+    recount = _recounted(await pool.fetch(_RECOUNT))
+    assert await store.status_counts(pool) != recount  # the repair's rows are missing
+    doc = (Path(__file__).parents[2] / "docs" / "callbacks.md").read_text()
+    section = doc.split("### Rebuilding the delivery counters", 1)[1]
+    rebuild = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    async with pool.acquire() as conn:
+        await conn.execute(rebuild)
+    assert await store.status_counts(pool) == recount
