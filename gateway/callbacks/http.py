@@ -308,6 +308,7 @@ async def conformance_page(request: web.Request) -> web.Response:
     items = await conformance.exchanges(
         pool, partner_id, since=since, until=until, verdict_filter=verdict, limit=limit, before_id=before_id
     )
+    window = {"since": since.isoformat(), **({"until": until.isoformat()} if until else {})}
     next_url = None
     if items and len(items) == limit:
         next_url = str(request.rel_url.update_query({"before_id": str(items[-1]["id"])}))
@@ -319,9 +320,12 @@ async def conformance_page(request: web.Request) -> web.Response:
             "summary": await conformance.summary(pool, partner_id, since=since, until=until),
             "exchanges": items,
             "next": next_url,
+            # The same window as this page, written out: without `since` an
+            # export covers every exchange, and a relative `since` (24h) would
+            # move by the time the link is followed.
             "export": {
-                "json": str(request.rel_url.with_path(request.path + ".json")),
-                "html": str(request.rel_url.with_path(request.path + ".html")),
+                kind: str(request.rel_url.with_path(f"{request.path}.{kind}").with_query(window))
+                for kind in ("json", "html")
             },
         }
     )

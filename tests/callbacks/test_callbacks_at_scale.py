@@ -343,6 +343,11 @@ async def test_the_browsable_conformance_page_covers_the_last_24_hours_unless_as
     # (review of d9d1e2c: "the whole report as a download").
     export = await api("GET", "/api/v1/partners/BANKWIN/conformance.json", expect=200)
     assert (export["since"], export["summary"]["exchanges"], export["summary"]["fail"]) == (None, 2, 1)
+    # The page's export links carry the window the page shows, not the path alone.
+    for shown, exchanges in ((page, 1), (longer, 2)):
+        linked = await api("GET", shown["export"]["json"], expect=200)
+        assert (linked["since"], linked["summary"]["exchanges"]) == (shown["since"], exchanges)
+        assert shown["export"]["html"].split("?")[1] == shown["export"]["json"].split("?")[1]
     # Up to a time, without since: the 24 hours before it.
     earlier = await api("GET", f"/api/v1/partners/BANKWIN/conformance?until={(now - dt.timedelta(days=1)).isoformat().replace('+', '%2B')}",
                         expect=200)
