@@ -13,13 +13,15 @@ can go straight to the entry, payment, bill or bucket at fault:
 | `coverage_counters` | the append-only coverage counters equal a recount of the participant rows, bucket by bucket |
 | `outbox_lag` | the callback relay has taken every outbox event older than `outbox_lag_seconds_max` |
 | `delivery_failure_rate` | failed callback deliveries stay under `delivery_failure_basis_points_max` of the finished ones |
+| `callback_counters` | the delivery and attempt counters (migration 0022) equal a recount of the rows, status by status |
 
 The database already enforces most of these on every write (triggers, unique
 indexes: docs/ledger.md). These checks are what catches what slipped past
 them anyway: a disabled trigger, a restored backup, a hand-written UPDATE.
 
-The last two read the callbacks tables (migration 0003_callbacks.sql). When
-those tables do not exist the checks answer `skipped` and say why.
+The last three read the callbacks tables (migrations 0003_callbacks.sql and
+0022_callbacks_at_scale.sql). When those tables do not exist the checks
+answer `skipped` and say why.
 
 Every check is a read-only query; `run_checks` runs them in one REPEATABLE
 READ transaction so that they all see the same snapshot.
@@ -391,6 +393,35 @@ async def delivery_failure_rate(conn: asyncpg.Connection, limits: Limits) -> Che
     )
 
 
+async def callback_counters(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
+    # What /metrics and the dashboard show (the folded totals and the deltas
+    # not folded yet) against a recount, status by status. Rows written with
+    # triggers off are what this catches (docs/callbacks.md: rebuilding).
+    title = "Callback counters equal a recount"
+    if not await _table_exists(conn, "callback_counts"):
+        return CheckResult(
+            "callback_counters", title, SKIPPED,
+            "callback counters are not installed (view callback_counts is absent)",
+        )
+    sql = """
+        with recount as (
+            select 'delivery' as kind, status, count(*)::bigint as n from callback_deliveries group by status
+            union all
+            select 'attempt', outcome, count(*)::bigint from callback_attempts group by outcome
+        )
+        select coalesce(c.kind, r.kind) as kind, coalesce(c.status, r.status) as status,
+               coalesce(c.n, 0) as counter, coalesce(r.n, 0) as recount
+          from callback_counts c
+          full join recount r using (kind, status)
+         where coalesce(c.n, 0) <> coalesce(r.n, 0)
+         order by 1, 2"""
+    return await _offending(
+        conn, "callback_counters", title, sql, limits,
+        ok="every delivery status and attempt outcome counter equals a recount",
+        bad="{n} callback counters differ from a recount (docs/callbacks.md: rebuilding the counters)",
+    )
+
+
 CHECKS: tuple[Callable[[asyncpg.Connection, Limits], Awaitable[CheckResult]], ...] = (
     entries_balance,
     trial_balance,
@@ -400,6 +431,7 @@ CHECKS: tuple[Callable[[asyncpg.Connection, Limits], Awaitable[CheckResult]], ..
     coverage_counters,
     outbox_lag,
     delivery_failure_rate,
+    callback_counters,
 )
 CHECK_NAMES = tuple(check.__name__ for check in CHECKS)
 

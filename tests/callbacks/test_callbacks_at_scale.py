@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bank_adapters.base import PayCommand, PayOutcome
 from gateway.callbacks import conformance, service, store
 from gateway.domain.periods import Period
+from gateway.ops import checks
 from tests.integration.upgrades import database_before
 
 SECRET = "whsec_" + "A" * 40
@@ -455,9 +456,18 @@ async def test_the_documented_rebuild_restores_counters_that_missed_rows(pool):
         await conn.execute(_ATTEMPTS)
     recount = _recounted(await pool.fetch(_RECOUNT))
     assert await store.status_counts(pool) != recount  # the repair's rows are missing
+    # The ledger check `callback_counters` names what differs.
+    (found,) = (await checks.run_checks(pool, only=["callback_counters"])).checks
+    assert found.verdict == checks.VIOLATION
+    assert {(r["kind"], r["status"], r["counter"], r["recount"]) for r in found.rows} == {
+        ("delivery", "gone", 0, 25), ("attempt", "delivered", 0, 300), ("attempt", "exhausted", 0, 20),
+        ("attempt", "gone", 0, 25),
+    }
     doc = (Path(__file__).parents[2] / "docs" / "callbacks.md").read_text()
     section = doc.split("### Rebuilding the delivery counters", 1)[1]
     rebuild = section.split("```sql\n", 1)[1].split("```", 1)[0]
     async with pool.acquire() as conn:
         await conn.execute(rebuild)
     assert await store.status_counts(pool) == recount
+    (found,) = (await checks.run_checks(pool, only=["callback_counters"])).checks
+    assert (found.verdict, found.rows) == (checks.OK, [])
