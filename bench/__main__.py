@@ -76,7 +76,9 @@ def markdown(results: dict) -> str:
         s = a["snap"]
         bare = a["bare_aiohttp"]
         lines.append(
-            f"| signed SNAP payments over HTTP, {a['concurrency']} connections | {s['per_second']:,} /s "
+            f"| signed SNAP payments over HTTP, {a['concurrency']} connections"
+            + (f", after {s['warmup_operations']:,} untimed" if s.get("warmup_operations") else "")
+            + f" | {s['per_second']:,} /s "
             f"(p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms) | bare aiohttp {bare['per_second']:,} /s | "
             f"{round(s['per_second'] / bare['per_second'], 3) if bare['per_second'] else '-'} |"
         )
