@@ -573,7 +573,7 @@ class SnapServer:
             return web.json_response({"error": "Authorization: Bearer <admin token> required"}, status=401)
         try:
             data = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             return web.json_response({"error": "body must be JSON", "field": "body"}, status=400)
         try:
             partner = await partners.register(

@@ -151,7 +151,7 @@ async def read_json(request: web.Request, limit_bytes: int) -> Any:
     raw = await read_body(request, limit_bytes)
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: nested too deep
         raise ServiceError(
             f"the body is not valid JSON: {error}", [{"field": "body", "problem": "malformed JSON"}]
         ) from None

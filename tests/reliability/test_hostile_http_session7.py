@@ -1,0 +1,52 @@
+"""Reproducers from session 7's hostile-input pass over every HTTP route
+(each failed before its fix): answers of 5xx to inputs that are the caller's
+mistake, which must be refused in the caller's own protocol, naming the
+field, and write nothing."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+from yarl import URL
+
+from bank_adapters.snap.client import INQUIRY_PATH, PAYMENT_PATH, STATUS_PATH, SnapClient
+from tests.snap.snap_support import register_partner
+
+# Deeper than the interpreter's recursion limit: json.loads raises RecursionError.
+NESTED = b'{"a":' * 5000 + b"1" + b"}" * 5000
+
+
+async def _send(server, method: str, path: str, headers: dict, data: bytes | None = None) -> tuple[int, dict | str]:
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, URL(server.url + path, encoded=True), headers=headers, data=data) as response:
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except ValueError:
+                return response.status, text
+
+
+def _admin(server) -> dict:
+    return {"Authorization": f"Bearer {server.admin_token}"}
+
+
+# ------------------------------------------------ 1. JSON nested too deep ----
+
+
+async def test_json_nested_too_deep_is_a_400_naming_the_body(gateway_server, bills):
+    bill = await bills.create(workers=1)
+    api = {"Authorization": f"Bearer {bill.api_key}", "Content-Type": "application/json"}
+    admin = {**_admin(gateway_server), "Content-Type": "application/json"}
+    for method, path, headers in [
+        ("POST", "/api/v1/employers", {"Content-Type": "application/json"}),
+        ("POST", f"/api/v1/employers/{bill.npp}/participants", api),
+        ("POST", f"/api/v1/employers/{bill.npp}/wage-reports", api),
+        ("POST", f"/api/v1/employers/{bill.npp}/callbacks/endpoints", api),
+        ("PUT", "/api/v1/partners/NESTBANK/faults", admin),
+    ]:
+        status, body = await _send(gateway_server, method, path, headers, NESTED)
+        assert status == 400, (path, status, body)  # as any malformed JSON
+        assert body["errors"] == [{"field": "body", "problem": "malformed JSON"}], (path, body)
+    status, body = await _send(gateway_server, "POST", "/snap/admin/partners", admin, NESTED)
+    assert (status, body["field"]) == (400, "body"), body
