@@ -619,7 +619,7 @@ def _raw_virtual_account(body_text: str) -> str | None:
     value is compared with it before the prefetched answer is used."""
     try:
         body = json.loads(body_text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep; validation names it
         return None
     value = body.get("virtualAccountNo") if isinstance(body, dict) else None
     # Only plain text goes into the shared statement: a NUL or a lone

@@ -50,3 +50,21 @@ async def test_json_nested_too_deep_is_a_400_naming_the_body(gateway_server, bil
         assert body["errors"] == [{"field": "body", "problem": "malformed JSON"}], (path, body)
     status, body = await _send(gateway_server, "POST", "/snap/admin/partners", admin, NESTED)
     assert (status, body["field"]) == (400, "body"), body
+
+
+async def test_snap_body_nested_too_deep_is_400xx01_naming_the_body(gateway_server, bills):
+    """Before the body is validated, the payment service reads its
+    virtualAccountNo (and, in sandbox, every service its magic values) with
+    json.loads: the RecursionError was a 500xx00 General Error."""
+    credentials = await register_partner(gateway_server, partner_id="NESTSNAP")
+    bill = await bills.create(workers=1)
+    async with SnapClient(gateway_server.url, credentials) as bank:
+        token = await bank.token()
+        for path, service in [(INQUIRY_PATH, "24"), (PAYMENT_PATH, "25"), (STATUS_PATH, "26")]:
+            for raw in [NESTED, b'{"virtualAccountNo":' + b"[" * 5000 + b"]" * 5000 + b"}"]:
+                headers = bank.signed(path, raw.decode(), token)
+                async with bank.session.post(bank.base_url + bank.url_path(path), data=raw, headers=headers) as response:
+                    body = await response.json()
+                assert (response.status, body["responseCode"]) == (400, f"400{service}01"), (path, body)
+                assert body["additionalInfo"]["field"] == "body", body
+        assert await gateway_server.pool.fetchval("select status from bills where payment_code = $1", bill.payment_code) == "open"
