@@ -27,6 +27,15 @@ __all__ = [
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL (the ledger keys on paymentRequestId,
+        # the inquiry is remembered by inquiryRequestId): a format error here.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain the NUL character (\\u0000)")
+        return value
+
 
 class Amount(_Wire):
     value: str = Field(min_length=1, max_length=19)

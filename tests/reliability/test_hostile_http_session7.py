@@ -68,3 +68,31 @@ async def test_snap_body_nested_too_deep_is_400xx01_naming_the_body(gateway_serv
                 assert (response.status, body["responseCode"]) == (400, f"400{service}01"), (path, body)
                 assert body["additionalInfo"]["field"] == "body", body
         assert await gateway_server.pool.fetchval("select status from bills where payment_code = $1", bill.payment_code) == "open"
+
+
+# ------------------------------------------- 3. NUL in a SNAP body's text ----
+
+
+async def test_snap_text_with_nul_is_400xx01_naming_the_field_and_pays_nothing(gateway_server, bills):
+    """PostgreSQL text cannot hold NUL: inquiryRequestId (remembered), and
+    paymentRequestId and referenceNo (the ledger's keys) were 500xx00."""
+    credentials = await register_partner(gateway_server, partner_id="NULSNAP")
+    bill = await bills.create(workers=1)
+    async with SnapClient(gateway_server.url, credentials) as bank:
+        token = await bank.token()
+        va = bank.virtual_account(bill.payment_code)
+        cases = [
+            (INQUIRY_PATH, "24", {**va, "inquiryRequestId": "a\u0000b"}, "inquiryRequestId"),
+            (STATUS_PATH, "26", {**va, "paymentRequestId": "a\u0000b"}, "paymentRequestId"),
+            (PAYMENT_PATH, "25", bank.payment_body(bill.payment_code, bill.total_rupiah, "a\u0000b"), "paymentRequestId"),
+            (PAYMENT_PATH, "25", {**bank.payment_body(bill.payment_code, bill.total_rupiah, "nul1"), "referenceNo": "\u0000"}, "referenceNo"),
+            (PAYMENT_PATH, "25", {**bank.payment_body(bill.payment_code, bill.total_rupiah, "nul2"), "trxId": "t\u0000"}, "trxId"),
+        ]
+        for path, service, body, field in cases:
+            raw = json.dumps(body)
+            async with bank.session.post(bank.base_url + bank.url_path(path), data=raw, headers=bank.signed(path, raw, token)) as response:
+                answer = await response.json()
+            assert (response.status, answer["responseCode"]) == (400, f"400{service}01"), (field, answer)
+            assert answer["additionalInfo"]["field"] == field, answer
+    assert await gateway_server.pool.fetchval("select status from bills where payment_code = $1", bill.payment_code) == "open"
+    assert await gateway_server.pool.fetchval("select count(*) from payments where bill_id = $1", bill.bill_id) == 0
