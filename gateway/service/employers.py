@@ -122,6 +122,8 @@ def validate_rows(rows: Sequence[ParticipantRow]) -> tuple[list[ParticipantRow],
             problems.append({"row": r.row, "field": e.field, "problem": e.problem})
         if not r.name or len(r.name) > 200:
             problems.append({"row": r.row, "field": "name", "problem": "must be 1 to 200 characters"})
+        elif "\x00" in r.name:  # PostgreSQL text cannot hold it
+            problems.append({"row": r.row, "field": "name", "problem": "must not contain the NUL character (\\u0000)"})
         if r.segment not in ("PU", "BPU"):
             problems.append({"row": r.row, "field": "segment", "problem": f"{r.segment!r} is not PU or BPU"})
         if not problems:

@@ -96,3 +96,35 @@ async def test_snap_text_with_nul_is_400xx01_naming_the_field_and_pays_nothing(g
             assert answer["additionalInfo"]["field"] == field, answer
     assert await gateway_server.pool.fetchval("select status from bills where payment_code = $1", bill.payment_code) == "open"
     assert await gateway_server.pool.fetchval("select count(*) from payments where bill_id = $1", bill.bill_id) == 0
+
+
+# ---------------------------------- 4. NUL in an employer's or worker's name ----
+
+CSV_HEADER = "kpj,nik,name,wage,segment\n"
+
+
+async def test_a_name_with_nul_is_a_422_naming_the_field_and_saves_nothing(gateway_server, bills):
+    bill = await bills.create(workers=1)
+    pool = gateway_server.pool
+    json_type = {"Content-Type": "application/json"}
+    registration = {"npp": "NU000001", "name": "PT\u0000Nul", "regency_code": "6171", "size_class": "small", "jkk_risk_class": 1}
+    status, body = await _send(gateway_server, "POST", "/api/v1/employers", json_type, json.dumps(registration).encode())
+    assert status == 422, body
+    assert body["errors"][0]["field"] == "name", body
+    assert await pool.fetchval("select count(*) from employers where npp = 'NU000001'") == 0
+
+    api = {"Authorization": f"Bearer {bill.api_key}"}
+    before = await pool.fetchval("select count(*) from participants where npp = $1", bill.npp)
+    worker = {"kpj": "61999999981", "nik": "6171011708900081", "name": "A\u0000B", "wage": 1000}
+    for payload, field in [(worker, "name"), ({"participants": [worker], "mode": "keep_valid"}, "participants.0.name")]:
+        status, body = await _send(gateway_server, "POST", f"/api/v1/employers/{bill.npp}/participants", {**api, **json_type},
+                                   json.dumps(payload).encode())
+        assert status == 422, body
+        assert body["errors"][0]["field"] == field, body
+    row = CSV_HEADER + "61999999981,6171011708900081,A\x00B,1000,PU\n"
+    for path in [f"/api/v1/employers/{bill.npp}/participants.csv", "/portal/api/participants/upload"]:
+        for mode, expected in [("all_or_nothing", 422), ("keep_valid", 200)]:
+            status, body = await _send(gateway_server, "POST", f"{path}?mode={mode}", {**api, "Content-Type": "text/csv"}, row.encode())
+            assert status == expected, (path, mode, body)
+            assert [(e["row"], e["field"]) for e in body["errors"]] == [(1, "name")], body
+    assert await pool.fetchval("select count(*) from participants where npp = $1", bill.npp) == before
