@@ -519,6 +519,8 @@ async def bill_view(conn: asyncpg.Connection | asyncpg.Pool, bill_id: int, *, wi
 
 
 async def participant_view(conn: asyncpg.Connection | asyncpg.Pool, kpj: str, now: dt.datetime) -> dict | None:
+    if not (kpj.isascii() and kpj.isdigit()):  # a NUL would fail the query: no such participant
+        return None
     p = await conn.fetchrow("select * from participants where kpj = $1", kpj)
     if p is None:
         return None
@@ -553,6 +555,9 @@ async def participant_view(conn: asyncpg.Connection | asyncpg.Pool, kpj: str, no
 
 
 async def require_bill_of(conn, payment_code: str, npp: str) -> int:
+    # Anything but digits (a NUL, which PostgreSQL text cannot hold) is unknown without asking it.
+    if not (payment_code.isascii() and payment_code.isdigit()):
+        raise NotFound(f"no bill with payment code {payment_code!r}", [{"field": "payment_code", "problem": "digits 0-9 only"}])
     bill_id = await conn.fetchval("select id from bills where payment_code = $1 and npp = $2", payment_code, npp)
     if bill_id is None:
         raise NotFound(f"no bill with payment code {payment_code} for this employer")

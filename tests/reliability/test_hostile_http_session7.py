@@ -128,3 +128,23 @@ async def test_a_name_with_nul_is_a_422_naming_the_field_and_saves_nothing(gatew
             assert status == expected, (path, mode, body)
             assert [(e["row"], e["field"]) for e in body["errors"]] == [(1, "name")], body
     assert await pool.fetchval("select count(*) from participants where npp = $1", bill.npp) == before
+
+
+# ------------------------------------------ 5. NUL in a bill's or worker's id ----
+
+
+async def test_a_path_id_with_nul_is_a_404(gateway_server, bills):
+    """/api/v1/bills/%00 and friends asked PostgreSQL for a code holding NUL: 500."""
+    bill = await bills.create(workers=1)
+    api = {"Authorization": f"Bearer {bill.api_key}"}
+    for method, path in [
+        ("GET", "/api/v1/bills/{}"), ("GET", "/api/v1/participants/{}"),
+        ("GET", "/portal/api/bills/{}/pdf"), ("POST", "/portal/api/bills/{}/virtual-bank"),
+    ]:
+        for value in ["%00", f"{bill.payment_code}%00", "%C2%B2"]:
+            status, body = await _send(gateway_server, method, path.format(value), api)
+            assert status == 404, (path, value, body)
+    status, body = await _send(gateway_server, "GET", f"/api/v1/bills/{bill.payment_code}", api)
+    assert status == 200, body
+    status, body = await _send(gateway_server, "GET", f"/api/v1/participants/{bill.kpjs[0]}", api)
+    assert status == 200, body
