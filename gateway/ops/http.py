@@ -102,7 +102,8 @@ def _int_query(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # isdigit() alone admits "²", which int() refuses: ASCII digits only.
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise _Invalid(name, f"expected a whole number from {low} to {high}, got {raw!r}")
     return int(raw)
 

@@ -148,3 +148,19 @@ async def test_a_path_id_with_nul_is_a_404(gateway_server, bills):
     assert status == 200, body
     status, body = await _send(gateway_server, "GET", f"/api/v1/participants/{bill.kpjs[0]}", api)
     assert status == 200, body
+
+
+# ------------------------------------------- 6. a non-ASCII digit in /ops ----
+
+
+async def test_ops_integer_query_with_a_superscript_digit_is_a_422_naming_it(gateway_server):
+    """str.isdigit() admits "²", which int() refuses: /ops/reconciliations
+    answered 500, /ops/health/ledger a 422 that named the wrong field (check)."""
+    admin = _admin(gateway_server)
+    for path, name in [
+        ("/ops/reconciliations", "limit"), ("/ops/reconciliations", "before_id"),
+        ("/ops/health/ledger", "rows_max"), ("/ops/health/ledger", "outbox_lag_seconds_max"),
+    ]:
+        status, body = await _send(gateway_server, "GET", f"{path}?{name}=%C2%B2", admin)
+        assert status == 422, (path, name, body)
+        assert body["errors"][0]["field"] == name, body
