@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 Rupiah = Annotated[StrictInt, Field(ge=0, le=10**15, description="whole rupiah")]
+WAGE_RUPIAH_MAX = 10**12  # a wage or declared income, in JSON and in CSV
 
 
 class Wire(BaseModel):
@@ -53,7 +54,7 @@ class ParticipantIn(Wire):
     kpj: str = Field(description="participant number, 11 digits", examples=["61000000001"])
     nik: str = Field(description="national id, 16 digits", examples=["6171011708900001"])
     name: str = Field(min_length=1, max_length=200)
-    wage: Annotated[StrictInt, Field(gt=0, le=10**12, description="monthly wage (PU) or declared income (BPU), whole rupiah")]
+    wage: Annotated[StrictInt, Field(gt=0, le=WAGE_RUPIAH_MAX, description="monthly wage (PU) or declared income (BPU), whole rupiah")]
     segment: Literal["PU", "BPU"] = "PU"
 
 
@@ -98,7 +99,7 @@ class ParticipantsResult(Wire):
 
 class WageLine(Wire):
     kpj: str
-    wage: Annotated[StrictInt, Field(gt=0, le=10**12)]
+    wage: Annotated[StrictInt, Field(gt=0, le=WAGE_RUPIAH_MAX)]
 
 
 class WageReport(Wire):

@@ -15,6 +15,7 @@ from gateway.service import employers as svc
 from gateway.service.errors import Forbidden, Invalid, NotFound, ServiceError
 from gateway.service.payments import utc_now
 from schemas.employer import (
+    WAGE_RUPIAH_MAX,
     BillList,
     BillOut,
     EmployerRegistered,
@@ -144,6 +145,9 @@ def parse_participants_csv(raw: bytes) -> tuple[list[svc.ParticipantRow], list[d
             wage = int(wage_text)
             if wage <= 0:
                 errors.append({"row": number, "field": "wage", "problem": "must be greater than 0"})
+                continue
+            if wage > WAGE_RUPIAH_MAX:
+                errors.append({"row": number, "field": "wage", "problem": f"must be at most {WAGE_RUPIAH_MAX:,} rupiah"})
                 continue
             rows.append(svc.ParticipantRow(number, kpj, nik, name, wage, segment.upper() or "PU"))
     except csv.Error as error:

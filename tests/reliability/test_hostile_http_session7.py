@@ -164,3 +164,22 @@ async def test_ops_integer_query_with_a_superscript_digit_is_a_422_naming_it(gat
         status, body = await _send(gateway_server, "GET", f"{path}?{name}=%C2%B2", admin)
         assert status == 422, (path, name, body)
         assert body["errors"][0]["field"] == name, body
+
+
+# ----------------------------------------- 7. a CSV wage beyond any rupiah ----
+
+
+async def test_a_csv_wage_beyond_the_api_limit_is_a_row_error(gateway_server, bills):
+    """The JSON API refuses a wage above 10**12; the CSV reader took any
+    number of digits, and a wage past bigint was a 500."""
+    bill = await bills.create(workers=1)
+    api = {"Authorization": f"Bearer {bill.api_key}", "Content-Type": "text/csv"}
+    before = await gateway_server.pool.fetchval("select count(*) from participants where npp = $1", bill.npp)
+    for wage in ["99999999999999999999999", str(10**12 + 1)]:
+        rows = CSV_HEADER + f"61999999971,6171011708900071,Pekerja,{wage},PU\n"
+        for path in [f"/api/v1/employers/{bill.npp}/participants.csv", "/portal/api/participants/upload"]:
+            for mode, expected in [("all_or_nothing", 422), ("keep_valid", 200)]:
+                status, body = await _send(gateway_server, "POST", f"{path}?mode={mode}", api, rows.encode())
+                assert status == expected, (path, mode, wage, body)
+                assert [(e["row"], e["field"]) for e in body["errors"]] == [(1, "wage")], body
+    assert await gateway_server.pool.fetchval("select count(*) from participants where npp = $1", bill.npp) == before
