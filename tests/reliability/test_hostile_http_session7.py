@@ -10,7 +10,12 @@ import json
 import aiohttp
 from yarl import URL
 
-from bank_adapters.snap.client import INQUIRY_PATH, PAYMENT_PATH, STATUS_PATH, SnapClient
+from bank_adapters.snap.client import (
+    INQUIRY_PATH,
+    PAYMENT_PATH,
+    STATUS_PATH,
+    SnapClient,
+)
 from tests.snap.snap_support import register_partner
 
 # Deeper than the interpreter's recursion limit: json.loads raises RecursionError.
@@ -18,13 +23,15 @@ NESTED = b'{"a":' * 5000 + b"1" + b"}" * 5000
 
 
 async def _send(server, method: str, path: str, headers: dict, data: bytes | None = None) -> tuple[int, dict | str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, URL(server.url + path, encoded=True), headers=headers, data=data) as response:
-            text = await response.text()
-            try:
-                return response.status, json.loads(text)
-            except ValueError:
-                return response.status, text
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, URL(server.url + path, encoded=True), headers=headers, data=data) as response,
+    ):
+        text = await response.text()
+    try:
+        return response.status, json.loads(text)
+    except ValueError:
+        return response.status, text
 
 
 def _admin(server) -> dict:
