@@ -11,7 +11,9 @@ holds no money. Limits, with units: `rows_per_insert_max`, `inserts_in_flight_ma
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,24 +68,41 @@ class ExchangeRow:
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def columns(self) -> tuple:
+        """The row as stored. A bank can send what PostgreSQL cannot store
+        (NUL in text, \\u0000 in JSON): it is stored as U+2400 (the symbol for
+        NUL), so that the row is kept and does not fail the insert of the
+        other banks' rows in its group."""
         return (
             self.channel,
-            self.partner_id,
+            _text(self.partner_id),
             self.service_code,
-            self.path,
-            self.external_id,
-            _json(self.request_headers),
-            self.request_body[:REQUEST_BODY_CHARS_MAX],
+            _text(self.path),
+            _text(self.external_id),
+            _storable_json(_json(self.request_headers)),
+            _text(self.request_body[:REQUEST_BODY_CHARS_MAX]),
             self.answered,
             self.http_status,
-            self.response_code,
-            self.response_body if isinstance(self.response_body, str) else _json(self.response_body),
-            self.rule,
-            self.detail,
-            self.fault,
+            _text(self.response_code),
+            _storable_json(self.response_body if isinstance(self.response_body, str) else _json(self.response_body)),
+            _text(self.rule),
+            _text(self.detail),
+            _text(self.fault),
             max(self.duration_ms, 0.0),
             self.at,
         )
+
+
+NUL_STORED_AS = "\u2400"
+# \u0000 in JSON text, not preceded by an escaped backslash (\\u0000 is a backslash, then "u0000").
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _text(value: str | None) -> str | None:
+    return value.replace("\x00", NUL_STORED_AS) if value is not None and "\x00" in value else value
+
+
+def _storable_json(text: str) -> str:
+    return _JSON_NUL.sub(r"\1\\u2400", text) if "\\u0000" in text else text
 
 
 def _json(value: dict[str, Any]) -> str:
@@ -115,10 +134,16 @@ class ExchangeLog(MicroBatcher):
         without_flush = all(after_durable_write for (_, after_durable_write), _ in group)
         try:
             await self.pool.execute(_INSERT, *(list(c) for c in columns), without_flush)
-        except BaseException as error:  # every waiter hears the outcome
+        except Exception as error:  # noqa: BLE001 - every waiter hears it, each row tried alone first
+            if len(group) > 1:
+                # Nothing of the group was stored (one statement): each row
+                # alone, so that a row that cannot be stored fails only itself.
+                await asyncio.gather(*(self._execute([item]) for item in group))
+                return
             settle_all((future for _, future in group), error)
-            if not isinstance(error, Exception):
-                raise
             return
+        except BaseException as error:  # cancellation: every waiter hears it
+            settle_all((future for _, future in group), error)
+            raise
         for _, future in group:
             settle(future)

@@ -5,11 +5,15 @@ field, and write nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 
 import aiohttp
+import asyncpg
 from yarl import URL
 
+from bank_adapters.exchanges import ExchangeLog, ExchangeRow
 from bank_adapters.snap.client import (
     INQUIRY_PATH,
     PAYMENT_PATH,
@@ -190,3 +194,50 @@ async def test_a_csv_wage_beyond_the_api_limit_is_a_row_error(gateway_server, bi
                 assert status == expected, (path, mode, wage, body)
                 assert [(e["row"], e["field"]) for e in body["errors"]] == [(1, "wage")], body
     assert await gateway_server.pool.fetchval("select count(*) from participants where npp = $1", bill.npp) == before
+
+
+# ------------------------------- 8. what PostgreSQL cannot store, in the log ----
+
+
+async def test_a_body_postgresql_cannot_store_is_still_logged_and_fails_no_other_row(gateway_server, bills):
+    """A raw NUL byte in a SNAP body (refused: not JSON) made its exchange
+    row unstorable, and its group's INSERT failed: the rows of every other
+    request written with it were lost too. It is stored with U+2400, and a
+    bank paying at the same moment keeps its row."""
+    credentials = await register_partner(gateway_server, partner_id="NULLOG")
+    bill = await bills.create(workers=1)
+    async with SnapClient(gateway_server.url, credentials) as bank:
+        token = await bank.token()
+        raw = '{"partnerServiceId":"\x00"}'
+
+        async def hostile() -> dict:
+            headers = bank.signed(PAYMENT_PATH, raw, token)
+            async with bank.session.post(bank.base_url + bank.url_path(PAYMENT_PATH), data=raw.encode(),
+                                         headers=headers) as response:
+                return await response.json()
+
+        refused, paid = await asyncio.gather(hostile(), bank.pay(bill.payment_code, bill.total_rupiah))
+    assert refused["responseCode"] == "4002501", refused
+    assert paid.ok, paid
+    rows = await gateway_server.pool.fetch(
+        "select request_body, response_code from partner_exchanges where partner_id = 'NULLOG' and service_code = '25'"
+    )
+    assert sorted(r["response_code"] for r in rows) == ["2002500", "4002501"]
+    assert '{"partnerServiceId":"\u2400"}' in [r["request_body"] for r in rows]
+
+
+async def test_a_row_that_cannot_be_stored_fails_only_itself(pool):
+    log = ExchangeLog(pool)
+    good = ExchangeRow(channel="iso8583", partner_id="A", service_code="payment", path="0200", external_id="1",
+                       request_headers={}, request_body="{}", answered=True, http_status=None, response_code="00",
+                       response_body={"37": "ok"})
+    # Past what `columns()` makes storable: a response code over the column's check.
+    bad = dataclasses.replace(good, external_id="2", response_code="x" * 10_000, channel="not-a-channel")
+    echoed = dataclasses.replace(good, external_id="3", response_body={"37": "rr\u0000n"}, request_body="\u0000")
+    results = await asyncio.gather(*(log.record(row) for row in (good, bad, echoed)), return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], asyncpg.PostgresError)
+    rows = await pool.fetch("select external_id, request_body, response_body::text as body from partner_exchanges order by external_id")
+    assert [(r["external_id"], r["request_body"], r["body"]) for r in rows] == [
+        ("1", "{}", '{"37": "ok"}'), ("3", "\u2400", '{"37": "rr\u2400n"}'),
+    ]
