@@ -121,6 +121,38 @@ class CpuMeter:
         return out
 
 
+# Checkpoints the server has begun (PostgreSQL 17 moved the counters to
+# pg_stat_checkpointer), and autovacuum and autoanalyze runs in the database.
+_BACKGROUND_SQL = {
+    "checkpoints": ("select num_timed + num_requested from pg_stat_checkpointer",
+                    "select checkpoints_timed + checkpoints_req from pg_stat_bgwriter"),
+    "autovacuum_runs": ("select coalesce(sum(autovacuum_count + autoanalyze_count), 0) from pg_stat_user_tables",),
+}
+
+
+async def background_work(url: str) -> dict[str, int]:
+    """What PostgreSQL did on its own so far: compare two readings taken
+    around a timed run. A checkpoint or an autovacuum inside a run of a few
+    seconds is enough to move its p99; the JSON says whether one did."""
+    conn = await asyncpg.connect(url)
+    try:
+        out = {}
+        for name, candidates in _BACKGROUND_SQL.items():
+            for sql in candidates:
+                try:
+                    out[name] = int(await conn.fetchval(sql))
+                    break
+                except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+                    continue
+        return out
+    finally:
+        await conn.close()
+
+
+def background_during(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {f"{name}_during_run": after[name] - before[name] for name in before if name in after}
+
+
 # The tables the bill setup (bpu_bills) fills. The ledger tables (payments,
 # journal_entries, postings, coverage_months, coverage_deltas) are left as a
 # fresh deployment has them, never analyzed; bench/payments.py also measures
@@ -130,8 +162,12 @@ SETTLE_SETUP_SQL = "vacuum analyze employers, participants, participant_coverage
 
 async def settle_after_setup(pool: asyncpg.Pool) -> None:
     """VACUUM ANALYZE what the setup loaded, as pgbench -i does, so that
-    autovacuum catching up with the load does not run during the measurement."""
+    autovacuum catching up with the load does not run during the measurement;
+    then a CHECKPOINT, so that the dirty pages of the phases before (pgbench
+    writes about 160 MB) are not written out, and fsynced, during this one."""
     await pool.execute(SETTLE_SETUP_SQL)
+    with contextlib.suppress(asyncpg.InsufficientPrivilegeError):  # a DATABASE_URL role may not checkpoint
+        await pool.execute("checkpoint")
 
 
 async def settle_between_phases(url: str) -> None:

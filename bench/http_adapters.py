@@ -16,6 +16,8 @@ from bank_adapters.snap.client import Credentials, SnapClient
 from bench.common import (
     CpuMeter,
     Server,
+    background_during,
+    background_work,
     bpu_bills,
     closed_loop,
     free_port,
@@ -101,9 +103,11 @@ async def run(server: Server, *, payments: int, concurrency: int, iso_payments: 
                 return response.ok
 
             warmed = await warm_up(snap_warm, concurrency, snap_pay)
+            background = await background_work(url)
             meter = CpuMeter(gateway.pid, server)
             snap = await closed_loop(snap_bills, concurrency, snap_pay)
-        out["snap"] = {**snap.summary(), **meter.per_operation(snap.operations), **warmed}
+            background = background_during(background, await background_work(url))
+        out["snap"] = {**snap.summary(), **meter.per_operation(snap.operations), **warmed, **background}
 
         async def iso_run(warm, bills, links: int):
             clients = [Iso8583Client("127.0.0.1", iso_port, timeout_ms=30_000) for _ in range(links)]
