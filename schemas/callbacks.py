@@ -20,6 +20,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from bank_adapters.snap.faults import InboundFaults
 from gateway.callbacks.faults import OutboundFaults
+from schemas.text import check_no_nul
 
 EventType = Literal["bill.created", "payment.posted", "payment.reversed", "coverage.changed"]
 EVENT_TYPES: tuple[str, ...] = ("bill.created", "payment.posted", "payment.reversed", "coverage.changed")
@@ -43,12 +44,6 @@ def _check_url(value: str) -> str:
     parts = urlsplit(value)  # its ValueError (e.g. "Invalid IPv6 URL") is a validation error too
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL, e.g. https://example.com/kanal/webhooks")
-    return value
-
-
-def _check_no_nul(value: str | None) -> str | None:
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain the NUL character (\\u0000)")
     return value
 
 
@@ -79,7 +74,7 @@ class EndpointIn(BaseModel):
 
     _url = field_validator("url")(lambda value: _check_url(value))
     _types = field_validator("event_types")(lambda value: _check_distinct(value))
-    _description = field_validator("description")(lambda value: _check_no_nul(value))
+    _description = field_validator("description")(lambda value: check_no_nul(value))
 
 
 class EndpointChange(BaseModel):
@@ -93,7 +88,7 @@ class EndpointChange(BaseModel):
 
     _url = field_validator("url")(lambda value: value if value is None else _check_url(value))
     _types = field_validator("event_types")(lambda value: value if value is None else _check_distinct(value))
-    _description = field_validator("description")(lambda value: _check_no_nul(value))
+    _description = field_validator("description")(lambda value: check_no_nul(value))
 
 
 def _no_default(schema: dict[str, Any]) -> None:

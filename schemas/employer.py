@@ -8,24 +8,19 @@ coerced. Money is whole rupiah in integers.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from schemas.text import WithoutNul
 
 Rupiah = Annotated[StrictInt, Field(ge=0, le=10**15, description="whole rupiah")]
 WAGE_RUPIAH_MAX = 10**12  # a wage or declared income, in JSON and in CSV
 
 
-class Wire(BaseModel):
+class Wire(WithoutNul):
+    # NUL in any text field: a 422 naming the field (schemas/text.py).
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL text cannot hold NUL: refused with a 422 naming the field.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain the NUL character (\\u0000)")
-        return value
 
 
 class EmployerRegistration(Wire):

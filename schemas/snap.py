@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.text import WithoutNul
+
 __all__ = [
     "Amount",
     "FieldProblem",
@@ -24,17 +26,10 @@ __all__ = [
 ]
 
 
-class _Wire(BaseModel):
+class _Wire(WithoutNul):
+    # NUL is a format error here (the ledger keys on paymentRequestId, the
+    # inquiry is remembered by inquiryRequestId): schemas/text.py.
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL text cannot hold NUL (the ledger keys on paymentRequestId,
-        # the inquiry is remembered by inquiryRequestId): a format error here.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain the NUL character (\\u0000)")
-        return value
 
 
 class Amount(_Wire):
