@@ -18,6 +18,7 @@ from gateway.domain.periods import WIB, Period, bill_expires_at, due_date
 from gateway.domain.regencies import regency_by_code
 from gateway.service.errors import Conflict, Invalid, NotFound, ServiceError
 from gateway.store.ledger import write_events, write_events_many
+from schemas.text import NUL_PROBLEM
 
 API_KEY_PREFIX = "kanal_sk_"
 
@@ -123,7 +124,7 @@ def validate_rows(rows: Sequence[ParticipantRow]) -> tuple[list[ParticipantRow],
         if not r.name or len(r.name) > 200:
             problems.append({"row": r.row, "field": "name", "problem": "must be 1 to 200 characters"})
         elif "\x00" in r.name:  # PostgreSQL text cannot hold it
-            problems.append({"row": r.row, "field": "name", "problem": "must not contain the NUL character (\\u0000)"})
+            problems.append({"row": r.row, "field": "name", "problem": NUL_PROBLEM})
         if r.segment not in ("PU", "BPU"):
             problems.append({"row": r.row, "field": "segment", "problem": f"{r.segment!r} is not PU or BPU"})
         if not problems:
