@@ -26,6 +26,7 @@ import structlog
 from gateway.callbacks import faults as fault_rules
 from gateway.callbacks import schedule, signing, store
 from gateway.callbacks.settings import CallbackSettings
+from gateway.store import folding
 
 log = structlog.get_logger("kanal.callbacks")
 
@@ -222,16 +223,12 @@ async def relay_loop(pool: asyncpg.Pool, settings: CallbackSettings, wake: async
 async def fold_counts_forever(pool: asyncpg.Pool, settings: CallbackSettings) -> None:
     """Fold the delivery and attempt count deltas every
     `counts_fold_interval_ms`, `counts_fold_rows_max` at a time, until
-    cancelled; at once again while a fold was full. A failed fold is logged
-    and tried again at the next interval: the counts stay right meanwhile,
-    only their deltas wait."""
-    while True:
-        try:
-            while await store.fold_counts(pool, settings.counts_fold_rows_max) >= settings.counts_fold_rows_max:
-                pass
-        except Exception as error:  # noqa: BLE001 - the folder must outlive any one fold
-            log.warning("callbacks.counts_fold_failed", error=repr(error))
-        await asyncio.sleep(settings.counts_fold_interval_ms / 1000)
+    cancelled (gateway/store/folding.py: a failed fold is logged as
+    `callbacks.counts_fold_failed` and tried again)."""
+    await folding.fold_forever(
+        lambda rows: store.fold_counts(pool, rows), interval_ms=settings.counts_fold_interval_ms,
+        rows_max=settings.counts_fold_rows_max, failed_event="callbacks.counts_fold_failed",
+    )
 
 
 async def run_all(pool: asyncpg.Pool, settings: CallbackSettings, *, workers: int, relay: bool, name: str = "") -> None:

@@ -22,6 +22,7 @@ import structlog
 from gateway.domain import coverage as rules
 from gateway.domain.periods import WIB, Segment
 from gateway.domain.regencies import regencies, workforce_by_regency
+from gateway.store import folding
 
 log = structlog.get_logger("kanal.coverage")
 
@@ -60,18 +61,12 @@ async def fold_deltas(conn: asyncpg.Connection | asyncpg.Pool, rows_max: int) ->
 
 async def fold_forever(pool: asyncpg.Pool, *, interval_ms: int, rows_max: int) -> None:
     """Fold the deltas every `interval_ms` milliseconds, `rows_max` at a time,
-    until cancelled; at once again while a fold was full (a backlog). Any
-    failed fold (the database gone, a session cut mid-statement: asyncpg
-    raises more than its own error classes then) is logged and tried again
-    at the next interval: the deltas stay where they are and every count
-    stays right meanwhile. Only a cancellation ends it."""
-    while True:
-        try:
-            while await fold_deltas(pool, rows_max) >= rows_max:
-                pass
-        except Exception as error:  # noqa: BLE001 - the folder must outlive any one fold
-            log.warning("coverage_fold_failed", error=repr(error))
-        await asyncio.sleep(interval_ms / 1000)
+    until cancelled (gateway/store/folding.py: a failed fold is logged as
+    `coverage_fold_failed` and tried again)."""
+    await folding.fold_forever(
+        lambda rows: fold_deltas(pool, rows), interval_ms=interval_ms, rows_max=rows_max,
+        failed_event="coverage_fold_failed",
+    )
 
 
 async def recount(conn: asyncpg.Connection | asyncpg.Pool, as_of: dt.date) -> dict[tuple[str, str], int]:
