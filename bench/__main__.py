@@ -4,6 +4,7 @@
     python3 dev.py bench --quick          smaller sizes, for a smoke run
     python3 dev.py bench --only billing   one benchmark: billing, payments, adapters, province, settlement
     python3 dev.py bench --province-workers 1819430   bill the whole province (default with the full suite)
+    python3 dev.py bench --only adapters --snap-payments 30000   a SNAP run long enough to meet a checkpoint
 
 Every figure stands next to a baseline measured in the same run on the same
 machine (raw COPY, pgbench TPC-B, a bare aiohttp server): compare the
@@ -143,7 +144,8 @@ async def main_async(args: argparse.Namespace) -> dict:
         if "adapters" in selected:
             print("SNAP and ISO 8583 over sockets …", file=sys.stderr, flush=True)
             results["adapters"] = await http_adapters.run(
-                server, payments=500 if args.quick else 3_000, concurrency=32, iso_payments=300 if args.quick else 2_000
+                server, payments=args.snap_payments or (500 if args.quick else 3_000), concurrency=32,
+                iso_payments=300 if args.quick else 2_000,
             )
         if "settlement" in selected:
             print("settlement import …", file=sys.stderr, flush=True)
@@ -165,6 +167,11 @@ def main() -> None:
         help="run only this benchmark (repeatable)",
     )
     parser.add_argument("--province-workers", type=int, default=None, help="workers for the province benchmark [default: 1819430; --quick: 50000]")
+    parser.add_argument(
+        "--snap-payments", type=int, default=None,
+        help="timed SNAP payments [default: 3000, about 2.5 s; --quick: 500]. A longer run (30000: about 25 s) is more "
+             "likely to include a checkpoint or an autovacuum run; the JSON counts those that began during it",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"where to write results.json and results.md [default: {RESULTS}]")
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
