@@ -404,7 +404,8 @@ async def test_the_upgrade_counts_the_rows_there_and_pauses_disabled_backlogs(ad
             await old.conn.execute(_DELIVERIES, endpoint_id, first, n, start, status)
         await old.conn.execute(_ATTEMPTS)
         await old.conn.execute("update callback_endpoints set status = 'disabled', disabled_at = now() where id = 'ep_off'")
-        assert await old.upgrade() == ["gateway/0022_callbacks_at_scale.sql", "gateway/0023_pause_with_the_endpoint.sql"]
+        applied = await old.upgrade()  # 0022, 0023 and every later one
+        assert applied[:2] == ["gateway/0022_callbacks_at_scale.sql", "gateway/0023_pause_with_the_endpoint.sql"]
         assert await store.status_counts(old.conn) == _recounted(await old.conn.fetch(_RECOUNT))
         assert (await store.status_counts(old.conn))["deliveries"]["pending"] == 43
         paused = await old.conn.fetch("select endpoint_id, count(*) as n from callback_deliveries where paused group by 1")
@@ -471,3 +472,37 @@ async def test_the_documented_rebuild_restores_counters_that_missed_rows(pool):
     assert await store.status_counts(pool) == recount
     (found,) = (await checks.run_checks(pool, only=["callback_counters"])).checks
     assert (found.verdict, found.rows) == (checks.OK, [])
+
+
+# ------------------------------------------------- delivery failure rate -----
+
+
+async def test_the_failure_rate_check_reads_the_last_hours_deliveries_not_every_one(pool):
+    """Migration 0024: the check counts and lists the deliveries finished in
+    its window through an index on finished_at."""
+    await pool.execute(_ENDPOINT, "ep_months", SECRET)
+    await _history(pool, "ep_months", 0, {"delivered": 60_000, "failed": 900, "gone": 100, "pending": 40},
+                   dt.datetime.now(dt.UTC) - dt.timedelta(days=90))
+    # The last hour's: 200 delivered, 16 failed and 4 gone (9.09 % failed).
+    await _history(pool, "ep_months", 100_000, {"delivered": 200, "failed": 16, "gone": 4},
+                   dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30))
+    await pool.execute("vacuum analyze callback_deliveries")
+    limits = checks.Limits()
+
+    async def check(conn):
+        return await checks.delivery_failure_rate(conn, limits)
+
+    async with pool.acquire() as conn:
+        result, read = await _measured(conn, ["callback_deliveries"], check)
+        control, control_read = await _measured(
+            conn, ["callback_deliveries"], check, before=("drop index callback_deliveries_finished",)
+        )
+    assert result.as_dict() == control.as_dict()
+    assert result.verdict == checks.VIOLATION
+    assert (result.figures["delivered"], result.figures["failed"], result.figures["pending"]) == (200, 20, 40)
+    assert result.figures["failure_basis_points"] == 909
+    assert result.rows_total == 20 and len(result.rows) == 20
+    held = await _blocks(pool, "callback_deliveries")
+    assert held > 1_000
+    assert read < 60, (read, held, control_read)
+    assert control_read >= held, (control_read, held, read)  # every page, to count the last hour's
