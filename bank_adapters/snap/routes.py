@@ -393,8 +393,9 @@ class SnapServer:
                 "timestamp-window",
                 "Timestamp",
                 {
-                    "reason": f"X-TIMESTAMP is {skew_s:+.0f} s from the gateway's clock; "
-                    f"at most {partner.timestamp_tolerance_s} s either way is accepted",
+                    # skew_s > 0: the gateway's clock is ahead, so the bank's timestamp is behind it.
+                    "reason": f"X-TIMESTAMP is {abs(skew_s):.0f} s {'behind' if skew_s > 0 else 'ahead of'} the "
+                    f"gateway's clock; at most {partner.timestamp_tolerance_s} s either way is accepted",
                     "gatewayTimestamp": protocol.format_timestamp(),
                 },
             )

@@ -83,6 +83,19 @@ async def test_4017300_token_timestamp_outside_window(bank):
     response = await bank.send("/v1.0/access-token/b2b", TOKEN_BODY, headers)
     assert response.code == "4017300"
     assert response.body["additionalInfo"]["rule"] == "timestamp-window"
+    # Which way the bank's clock is off, in words (the audit of session 8
+    # found a 2020 timestamp reported as "+217784811 s").
+    assert response.body["additionalInfo"]["reason"].startswith("X-TIMESTAMP is 60")
+    assert " s behind the gateway's clock;" in response.body["additionalInfo"]["reason"]
+
+
+async def test_4017300_token_timestamp_from_the_future(bank):
+    early = protocol.format_timestamp(dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
+    headers = token_headers(bank.credentials.client_key, bank.credentials.private_key_pem, early)
+    response = await bank.send("/v1.0/access-token/b2b", TOKEN_BODY, headers)
+    assert (response.code, response.body["additionalInfo"]["rule"]) == ("4017300", "timestamp-window")
+    reason = response.body["additionalInfo"]["reason"]
+    assert reason.startswith(("X-TIMESTAMP is 7199 s ahead of", "X-TIMESTAMP is 7200 s ahead of")), reason
 
 
 async def test_4297300_token_rate_limited(make_bank):
