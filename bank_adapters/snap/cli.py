@@ -159,9 +159,10 @@ def snap_sign(
     if as_json:
         click.echo(json.dumps(shown))
         return
+    # The headers alone on stdout, one per line, so that curl reads them with
+    # -H @file; what was signed on stderr, for the reader.
     for name, value in shown["headers"].items():
         click.echo(f"{name}: {value}")
-    click.echo("")
     for key in ("stringToSign", "bodySha256", "minifiedBody"):
         if key in shown:
-            click.echo(f"# {key}: {shown[key]}")
+            click.echo(f"# {key}: {shown[key]}", err=True)
