@@ -104,13 +104,15 @@ async def add_participants_csv(request: web.Request) -> web.Response:
     raw = await read_body(request, request.app[settings_key].csv_body_bytes_max)
     rows, errors = parse_participants_csv(raw)
     limit = request.app[settings_key].participants_per_request_max
-    if len(rows) + len({e["row"] for e in errors}) > limit:
+    if len({r.row for r in rows} | {e["row"] for e in errors}) > limit:
         raise Invalid.field("body", f"more than {limit} rows; at most {limit} per request")
     return await _save_rows(request, employer, rows, mode, errors)
 
 
 def parse_participants_csv(raw: bytes) -> tuple[list[svc.ParticipantRow], list[dict]]:
-    """Rows that parse, and errors (row, field, problem) for those that do not.
+    """The rows, and errors (row, field, problem) found while parsing: a row
+    with the wrong number of columns is only an error; a row whose wage is
+    wrong is both (its wage None), so its other cells are judged too.
     Row numbers count data rows: the first row after the header is row 1."""
     try:
         text = raw.decode("utf-8-sig")
@@ -133,39 +135,40 @@ def parse_participants_csv(raw: bytes) -> tuple[list[svc.ParticipantRow], list[d
                 errors.append({"row": number, "field": "row", "problem": f"{len(record)} columns; expected 5"})
                 continue
             kpj, nik, name, wage_text, segment = (cell.strip() for cell in record)
-            wage_text = wage_text.replace("_", "x")  # int() would accept 12_000
-            if not wage_text.isascii() or not wage_text.isdigit():
-                problem_text = "must be a positive whole number of rupiah, digits only"
-                if wage_text.startswith("-"):
-                    problem_text = "must be positive"
-                elif "." in wage_text or "," in wage_text:
-                    problem_text = "must be a whole number of rupiah (no decimals or separators)"
-                errors.append({"row": number, "field": "wage", "problem": f"{wage_text!r} {problem_text}"})
-                continue
-            wage = int(wage_text)
-            if wage <= 0:
-                errors.append({"row": number, "field": "wage", "problem": "must be greater than 0"})
-                continue
-            if wage > WAGE_RUPIAH_MAX:
-                errors.append({"row": number, "field": "wage", "problem": f"must be at most {WAGE_RUPIAH_MAX:,} rupiah"})
-                continue
+            # A wage that is wrong is reported here; the row's other cells are
+            # still judged (employers.judge_rows), so one answer names them all.
+            wage, wage_problem = parse_csv_wage(wage_text)
+            if wage_problem:
+                errors.append({"row": number, "field": "wage", "problem": wage_problem})
             rows.append(svc.ParticipantRow(number, kpj, nik, name, wage, segment.upper() or "PU"))
     except csv.Error as error:
         raise Invalid.field("body", f"malformed CSV at line {reader.line_num}: {error}") from None
     return rows, errors
 
 
+def parse_csv_wage(text: str) -> tuple[int | None, str | None]:
+    """A CSV wage cell as whole rupiah, or None and the problem."""
+    text = text.replace("_", "x")  # int() would accept 12_000
+    if not text.isascii() or not text.isdigit():
+        problem_text = "must be a positive whole number of rupiah, digits only"
+        if text.startswith("-"):
+            problem_text = "must be positive"
+        elif "." in text or "," in text:
+            problem_text = "must be a whole number of rupiah (no decimals or separators)"
+        return None, f"{text!r} {problem_text}"
+    wage = int(text)
+    if wage <= 0:
+        return None, "must be greater than 0"
+    if wage > WAGE_RUPIAH_MAX:
+        return None, f"must be at most {WAGE_RUPIAH_MAX:,} rupiah"
+    return wage, None
+
+
 async def _save_rows(request, employer, rows, mode, parse_errors=None) -> web.Response:
-    parse_errors = parse_errors or []
     async with request.app[pool_key].acquire() as conn, conn.transaction():
-        if parse_errors and mode != "keep_valid":
-            # Still validate the parsed rows so every error is reported at once.
-            valid, more = svc.validate_rows(rows)
-            errors = sorted(parse_errors + more, key=lambda e: e["row"])
-            result = svc.AddResult(0, errors)
-        else:
-            result = await svc.add_participants(conn, employer, rows, mode)
-            result.errors = sorted(parse_errors + result.errors, key=lambda e: e["row"])
+        # Every row is judged, also when parsing found errors, so every
+        # problem is reported at once; all_or_nothing then saves nothing.
+        result = await svc.add_participants(conn, employer, rows, mode, parse_errors or [])
     out = ParticipantsResult(
         saved=result.saved, rejected=len({e["row"] for e in result.errors}), mode=mode, errors=result.errors
     )

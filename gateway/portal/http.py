@@ -132,18 +132,13 @@ async def upload_participants(request: web.Request) -> web.Response:
             [{"field": "Content-Type", "problem": "expected a .csv or .xlsx file"}],
         )
     rows, parse_errors = parse_participants_csv(csv_bytes)
-    if len(rows) + len({e["row"] for e in parse_errors}) > limit_rows:
+    if len({r.row for r in rows} | {e["row"] for e in parse_errors}) > limit_rows:
         raise Invalid.field("file", f"more than {limit_rows} rows; at most {limit_rows} per upload")
     async with request.app[pool_key].acquire() as conn, conn.transaction():
-        if parse_errors and mode != "keep_valid":
-            # As the API does: nothing is saved, but every row is judged so
-            # that all errors are shown at once.
-            _, more = svc.validate_rows(rows)
-            result = svc.AddResult(0, parse_errors + more)
-        else:
-            result = await svc.add_participants(conn, employer, rows, mode)
-            result.errors = parse_errors + result.errors
-    errors = sorted(result.errors, key=lambda e: e["row"])
+        # As the API does: every row is judged, also when parsing found
+        # errors, so that all errors are shown at once (row, then column order).
+        result = await svc.add_participants(conn, employer, rows, mode, parse_errors)
+    errors = result.errors
     rejected = len({e["row"] for e in errors})
     log.info(
         "portal.upload",

@@ -89,14 +89,32 @@ async def employer_for_key(conn: asyncpg.Connection | asyncpg.Pool, api_key: str
 # ------------------------------------------------------------ participants --
 
 
+PARTICIPANT_FIELDS = ("kpj", "nik", "name", "wage", "segment")
+# A row's problems are reported in column order; "row" (the row as a whole) first.
+_FIELD_RANK = {"row": -1, **{name: rank for rank, name in enumerate(PARTICIPANT_FIELDS)}}
+
+
+def field_rank(field: str) -> int:
+    return _FIELD_RANK.get(field, len(PARTICIPANT_FIELDS))
+
+
+def in_row_order(errors: Sequence[dict]) -> list[dict]:
+    """Row errors by row, then by column (kpj, nik, name, wage, segment)."""
+    return sorted(errors, key=lambda e: (e["row"], field_rank(e["field"])))
+
+
 @dataclass
 class ParticipantRow:
+    """One worker to add. A value of None was already refused by the caller
+    (a wage that is not a number, a field the wire model rejected): the row
+    is never saved, and the checks that need that value are skipped."""
+
     row: int
-    kpj: str
-    nik: str
-    name: str
-    wage: int
-    segment: str
+    kpj: str | None
+    nik: str | None
+    name: str | None
+    wage: int | None
+    segment: str | None
 
 
 @dataclass
@@ -105,68 +123,110 @@ class AddResult:
     errors: list[dict]
 
 
-def validate_rows(rows: Sequence[ParticipantRow]) -> tuple[list[ParticipantRow], list[dict]]:
-    """Domain checks of each row and duplicates within the upload."""
-    valid: list[ParticipantRow] = []
-    errors: list[dict] = []
-    seen_kpj: dict[str, int] = {}
-    seen_nik: dict[str, int] = {}
+@dataclass
+class _Checked:
+    valid: list[ParticipantRow]
+    errors: list[dict]
+    # The first row with each well-formed KPJ (NIK) of the upload.
+    first_kpj: dict[str, int]
+    first_nik: dict[str, int]
+
+
+def _check_rows(rows: Sequence[ParticipantRow]) -> _Checked:
+    """Every field of every row, and duplicates within the upload: a KPJ or
+    NIK seen on an earlier row is a duplicate of that row, whatever else is
+    wrong with either row, so one answer names every problem."""
+    checked = _Checked([], [], {}, {})
     for r in rows:
         problems: list[dict] = []
-        try:
-            r.kpj = codes.validate_kpj(r.kpj)
-        except DomainError as e:
-            problems.append({"row": r.row, "field": e.field, "problem": e.problem})
-        try:
-            r.nik = codes.validate_nik(r.nik)
-        except DomainError as e:
-            problems.append({"row": r.row, "field": e.field, "problem": e.problem})
-        if not r.name or len(r.name) > 200:
-            problems.append({"row": r.row, "field": "name", "problem": "must be 1 to 200 characters"})
-        elif "\x00" in r.name:  # PostgreSQL text cannot hold it
-            problems.append({"row": r.row, "field": "name", "problem": NUL_PROBLEM})
-        if r.segment not in ("PU", "BPU"):
-            problems.append({"row": r.row, "field": "segment", "problem": f"{r.segment!r} is not PU or BPU"})
-        if not problems:
-            if r.kpj in seen_kpj:
-                problems.append({"row": r.row, "field": "kpj", "problem": f"duplicate of row {seen_kpj[r.kpj]} in this upload"})
-            elif r.nik in seen_nik:
-                problems.append({"row": r.row, "field": "nik", "problem": f"duplicate of row {seen_nik[r.nik]} in this upload"})
-        if problems:
-            errors.extend(problems)
-            continue
-        seen_kpj[r.kpj] = r.row
-        seen_nik[r.nik] = r.row
-        valid.append(r)
-    return valid, errors
+
+        def refuse(field: str, problem: str) -> None:
+            problems.append({"row": r.row, "field": field, "problem": problem})
+
+        if r.kpj is not None:
+            try:
+                r.kpj = codes.validate_kpj(r.kpj)
+            except DomainError as e:
+                refuse(e.field, e.problem)
+            else:
+                if r.kpj in checked.first_kpj:
+                    refuse("kpj", f"duplicate of row {checked.first_kpj[r.kpj]} in this upload")
+                else:
+                    checked.first_kpj[r.kpj] = r.row
+        if r.nik is not None:
+            try:
+                r.nik = codes.validate_nik(r.nik)
+            except DomainError as e:
+                refuse(e.field, e.problem)
+            else:
+                if r.nik in checked.first_nik:
+                    refuse("nik", f"duplicate of row {checked.first_nik[r.nik]} in this upload")
+                else:
+                    checked.first_nik[r.nik] = r.row
+        if r.name is not None:
+            if not r.name or len(r.name) > 200:
+                refuse("name", "must be 1 to 200 characters")
+            elif "\x00" in r.name:  # PostgreSQL text cannot hold it
+                refuse("name", NUL_PROBLEM)
+        if r.segment is not None and r.segment not in ("PU", "BPU"):
+            refuse("segment", f"{r.segment!r} is not PU or BPU")
+        checked.errors.extend(problems)
+        complete = None not in (r.kpj, r.nik, r.name, r.wage, r.segment)
+        if complete and not problems:
+            checked.valid.append(r)
+    return checked
+
+
+def validate_rows(rows: Sequence[ParticipantRow]) -> tuple[list[ParticipantRow], list[dict]]:
+    """Domain checks of each row and duplicates within the upload."""
+    checked = _check_rows(rows)
+    return checked.valid, in_row_order(checked.errors)
+
+
+async def judge_rows(
+    conn: asyncpg.Connection, employer: asyncpg.Record, rows: Sequence[ParticipantRow]
+) -> tuple[list[ParticipantRow], list[dict]]:
+    """The rows that may be saved, and every problem of every row: its
+    fields, duplicates within the upload, and KPJs or NIKs already
+    registered (looked up for each row whose KPJ or NIK is well formed, even
+    when another of its fields is wrong). Reads only."""
+    checked = _check_rows(rows)
+    errors = checked.errors
+    bad_rows: set[int] = set()
+    if checked.first_kpj:
+        taken = await conn.fetch(
+            "select kpj from participants where kpj = any($1::text[])", list(checked.first_kpj)
+        )
+        for rec in taken:
+            row = checked.first_kpj[rec["kpj"]]
+            errors.append({"row": row, "field": "kpj", "problem": "already registered"})
+            bad_rows.add(row)
+    if checked.first_nik:
+        taken = await conn.fetch(
+            "select nik from participants where npp = $1 and nik = any($2::text[])",
+            employer["npp"],
+            list(checked.first_nik),
+        )
+        for rec in taken:
+            row = checked.first_nik[rec["nik"]]
+            errors.append({"row": row, "field": "nik", "problem": "already registered with this employer"})
+            bad_rows.add(row)
+    valid = [r for r in checked.valid if r.row not in bad_rows]
+    return valid, in_row_order(errors)
 
 
 async def add_participants(
-    conn: asyncpg.Connection, employer: asyncpg.Record, rows: Sequence[ParticipantRow], mode: str
+    conn: asyncpg.Connection,
+    employer: asyncpg.Record,
+    rows: Sequence[ParticipantRow],
+    mode: str,
+    prior_errors: Sequence[dict] = (),
 ) -> AddResult:
-    valid, errors = validate_rows(rows)
-    if valid:
-        kpjs = [r.kpj for r in valid]
-        taken_kpj = {
-            rec["kpj"]: rec["npp"]
-            for rec in await conn.fetch("select kpj, npp from participants where kpj = any($1::text[])", kpjs)
-        }
-        taken_nik = {
-            rec["nik"]
-            for rec in await conn.fetch(
-                "select nik from participants where npp = $1 and nik = any($2::text[])", employer["npp"], [r.nik for r in valid]
-            )
-        }
-        still_valid = []
-        for r in valid:
-            if r.kpj in taken_kpj:
-                errors.append({"row": r.row, "field": "kpj", "problem": "already registered"})
-            elif r.nik in taken_nik:
-                errors.append({"row": r.row, "field": "nik", "problem": "already registered with this employer"})
-            else:
-                still_valid.append(r)
-        valid = still_valid
-    errors.sort(key=lambda e: e["row"])
+    """Judge every row, then save: nothing if any row (or `prior_errors`, the
+    caller's own row errors, e.g. a CSV wage that is not a number) is wrong,
+    unless mode is keep_valid, which saves exactly the rows with no problem."""
+    valid, errors = await judge_rows(conn, employer, rows)
+    errors = in_row_order([*prior_errors, *errors])
     if errors and mode != "keep_valid":
         return AddResult(0, errors)
     if valid:

@@ -308,3 +308,36 @@ async def test_history_lists_payments_and_arrears_with_accrued_late_fees(gateway
     assert arrear["late_fee_charged_rupiah"] > 0
     assert arrear["late_fee_accrued_rupiah"] >= 0
     assert history["arrears_total_rupiah"] == late.total_rupiah + arrear["late_fee_accrued_rupiah"]
+
+
+async def test_upload_names_every_problem_of_a_row_even_after_a_bad_wage(gateway_server, bills):
+    employer, key, existing = await bills.create_employer(workers=1)
+    before = await participant_kpjs(gateway_server.pool, employer["npp"])
+    text = (
+        "kpj,nik,name,wage,segment\n"
+        "123,abc,,-5,XX\n"
+        f"{existing[0]},6171011708900042,Budi,4250000.5,PU\n"  # registered KPJ behind a bad wage
+    )
+    status, body, headers = await call(
+        gateway_server,
+        "POST",
+        "/portal/api/participants/upload",
+        key,
+        data=text.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert status == 422, body
+    assert [(e["row"], e["field"]) for e in body["errors"]] == [
+        (1, "kpj"),
+        (1, "nik"),
+        (1, "name"),
+        (1, "wage"),
+        (1, "segment"),
+        (2, "kpj"),
+        (2, "wage"),
+    ]
+    assert body["errors"][5]["problem"] == "already registered"
+    assert body["saved"] == 0 and body["rejected"] == 2
+    # The page shows each row as typed next to its errors.
+    assert [r["row"] for r in body["rows"]] == [1, 2] and body["rows"][0]["wage"] == "-5"
+    assert await participant_kpjs(gateway_server.pool, employer["npp"]) == before

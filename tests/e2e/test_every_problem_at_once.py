@@ -1,0 +1,101 @@
+"""Every problem of a row or request is reported in one answer, in field
+order, and a refused request writes nothing: an employer fixes everything
+after one try, not one problem per try. Real HTTP, real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_kpj, make_nik
+from tests.e2e.test_employer_api import fingerprint, http, last_month, register  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.asyncio
+
+CSV = {"Content-Type": "text/csv"}
+
+
+def pairs(body: dict) -> list[tuple]:
+    return [(e.get("row"), e["field"]) for e in body["errors"]]
+
+
+async def add_one(http, base, npp, auth, n: int) -> tuple[str, str]:
+    kpj, nik = make_kpj(n), make_nik(n)
+    async with http.post(
+        f"{base}/api/v1/employers/{npp}/participants",
+        json={"kpj": kpj, "nik": nik, "name": "Terdaftar", "wage": 5_000_000},
+        headers=auth,
+    ) as r:
+        assert r.status == 201, await r.text()
+    return kpj, nik
+
+
+# ------------------------------------------------------------------- CSV ----
+
+
+async def test_csv_row_with_a_bad_wage_still_reports_its_other_cells(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="EVRY0001")
+    before = await fingerprint(gateway_server.pool)
+    data = "kpj,nik,name,wage,segment\n123,abc,,-5,XX\n"
+    async with http.post(f"{base}/api/v1/employers/EVRY0001/participants.csv", data=data, headers={**auth, **CSV}) as r:
+        assert r.status == 422, await r.text()
+        assert r.content_type == "application/problem+json"
+        body = await r.json()
+    assert pairs(body) == [(1, "kpj"), (1, "nik"), (1, "name"), (1, "wage"), (1, "segment")]
+    problems = {e["field"]: e["problem"] for e in body["errors"]}
+    assert problems["wage"] == "'-5' must be positive"
+    assert problems["kpj"] == "must be 11 digits, got 3"
+    assert "PU or BPU" in problems["segment"]
+    assert body["saved"] == 0 and body["rejected"] == 1 and body["mode"] == "all_or_nothing"
+    assert body["title"] == "Invalid rows" and body["status"] == 422
+    assert await fingerprint(gateway_server.pool) == before
+
+
+async def test_csv_bad_wage_does_not_hide_a_registered_kpj_or_a_duplicate(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="EVRY0002")
+    taken_kpj, taken_nik = await add_one(http, base, "EVRY0002", auth, 990_001)
+    new_kpj, new_nik = make_kpj(990_002), make_nik(990_002)
+    before = await fingerprint(gateway_server.pool)
+    data = (
+        "kpj,nik,name,wage,segment\n"
+        f"{taken_kpj},{make_nik(990_003)},Budi,12.5,PU\n"  # row 1: bad wage and a registered KPJ
+        f"{new_kpj},{taken_nik},Sari,abc,PU\n"  # row 2: bad wage and a NIK registered here
+        f"{new_kpj},{new_nik},Agus,5000000,XX\n"  # row 3: KPJ of row 2, bad segment
+    )
+    async with http.post(f"{base}/api/v1/employers/EVRY0002/participants.csv", data=data, headers={**auth, **CSV}) as r:
+        assert r.status == 422, await r.text()
+        body = await r.json()
+    assert body["errors"] == [
+        {"row": 1, "field": "kpj", "problem": "already registered"},
+        {"row": 1, "field": "wage", "problem": "'12.5' must be a whole number of rupiah (no decimals or separators)"},
+        {"row": 2, "field": "nik", "problem": "already registered with this employer"},
+        {"row": 2, "field": "wage", "problem": "'abc' must be a positive whole number of rupiah, digits only"},
+        {"row": 3, "field": "kpj", "problem": "duplicate of row 2 in this upload"},
+        {"row": 3, "field": "segment", "problem": "'XX' is not PU or BPU"},
+    ]
+    assert body["saved"] == 0 and body["rejected"] == 3
+    assert await fingerprint(gateway_server.pool) == before
+
+
+async def test_csv_keep_valid_reports_every_problem_and_saves_exactly_the_clean_rows(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="EVRY0003")
+    taken_kpj, _ = await add_one(http, base, "EVRY0003", auth, 990_011)
+    good = [(make_kpj(990_012 + i), make_nik(990_012 + i)) for i in range(2)]
+    data = (
+        "kpj,nik,name,wage,segment\n"
+        f"{good[0][0]},{good[0][1]},Rina,4000000,PU\n"
+        f"{taken_kpj},{make_nik(990_020)},,-1,PU\n"  # registered KPJ, no name, bad wage
+        f"{good[1][0]},{good[1][1]},Fitri,3800000,BPU\n"
+    )
+    async with http.post(
+        f"{base}/api/v1/employers/EVRY0003/participants.csv?mode=keep_valid", data=data, headers={**auth, **CSV}
+    ) as r:
+        assert r.status == 201, await r.text()
+        body = await r.json()
+    assert pairs(body) == [(2, "kpj"), (2, "name"), (2, "wage")]
+    assert body["saved"] == 2 and body["rejected"] == 1
+    async with http.get(f"{base}/api/v1/employers/EVRY0003/participants", headers=auth) as r:
+        saved = {p["kpj"] for p in (await r.json())["participants"]}
+    assert saved == {taken_kpj, good[0][0], good[1][0]}
