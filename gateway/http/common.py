@@ -45,14 +45,58 @@ def problem_json(body: dict, status: int) -> web.Response:
 
 
 def pydantic_errors(error: ValidationError) -> list[dict]:
+    return [item for _, item in located_errors(error)]
+
+
+def located_errors(error: ValidationError) -> list[tuple[tuple, dict]]:
+    """Each model error as (loc, {field, problem}), in the model's order."""
     out = []
     for e in error.errors(include_url=False):
         field = ".".join(str(part) for part in e["loc"]) or "body"
         problem_text = e["msg"]
         if e["type"] == "extra_forbidden":
             problem_text = "unknown field; remove it"
-        out.append({"field": field, "problem": problem_text})
+        out.append((tuple(e["loc"]), {"field": field, "problem": problem_text}))
     return out
+
+
+def model_or_errors(model: type[M], raw: Any) -> tuple[M | None, list[tuple[tuple, dict]]]:
+    """The model, or None and its errors with their locations, so a route can
+    still run its own checks on the values the model did not refuse and
+    report every problem of the request in one answer."""
+    try:
+        return model.model_validate(raw), []
+    except ValidationError as error:
+        return None, located_errors(error)
+
+
+_MISSING = object()
+
+
+def value_given(raw: Any, loc: tuple, refused: list[tuple[tuple, dict]]) -> Any:
+    """The raw value at `loc` if the model had no error at, above or under it
+    (text stripped, as the wire models strip it); else None. None means: the
+    model already reported this value, so checks that need it are skipped."""
+    for error_loc, _ in refused:
+        shorter = min(len(error_loc), len(loc))
+        if error_loc[:shorter] == loc[:shorter]:
+            return None
+    value = raw
+    for part in loc:
+        if isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value):
+            value = value[part]
+        elif isinstance(part, str) and isinstance(value, dict):
+            value = value.get(part, _MISSING)
+        else:
+            return None
+        if value is _MISSING:
+            return None
+    return value.strip() if isinstance(value, str) else value
+
+
+def in_order(keyed: list[tuple[tuple, dict]]) -> list[dict]:
+    """The errors sorted by their keys (field order); equal keys keep their order."""
+    return [item for _, item in sorted(keyed, key=lambda pair: pair[0])]
 
 
 def is_adapter_path(path: str, adapter_prefixes: tuple[str, ...]) -> bool:

@@ -9,7 +9,17 @@ import io
 
 from aiohttp import web
 
-from gateway.http.common import json_ok, problem_json, read_body, read_model, require_content_type
+from gateway.http.common import (
+    in_order,
+    json_ok,
+    model_or_errors,
+    problem_json,
+    read_body,
+    read_json,
+    read_model,
+    require_content_type,
+    value_given,
+)
 from gateway.http.keys import pool_key, settings_key
 from gateway.service import employers as svc
 from gateway.service.errors import Forbidden, Invalid, NotFound, ServiceError
@@ -80,18 +90,58 @@ async def register_employer(request: web.Request) -> web.Response:
 @routes.post("/api/v1/employers/{npp}/participants")
 async def add_participants(request: web.Request) -> web.Response:
     employer = await employer_of_path(request)
-    from gateway.http.common import read_json
-
     raw = await read_json(request, _limit(request))
-    if isinstance(raw, dict) and "participants" in raw:
-        batch = ParticipantsBatch.model_validate(raw)
+    batched = isinstance(raw, dict) and "participants" in raw
+    if batched:
+        batch, refused = model_or_errors(ParticipantsBatch, raw)
     else:
-        batch = ParticipantsBatch(participants=[ParticipantIn.model_validate(raw)])
+        one, refused = model_or_errors(ParticipantIn, raw)
+        batch = ParticipantsBatch(participants=[one]) if one is not None else None
     limit = request.app[settings_key].participants_per_request_max
-    if len(batch.participants) > limit:
-        raise Invalid.field("participants", f"{len(batch.participants)} rows; at most {limit} per request")
+    count = (len(raw["participants"]) if isinstance(raw["participants"], list) else 0) if batched else 1
+    if count > limit:
+        # Too many rows to judge: refused whole, with the model's own errors.
+        too_many = {"field": "participants", "problem": f"{count} rows; at most {limit} per request"}
+        raise Invalid.many([too_many, *(item for _, item in refused)])
+    if batch is None:
+        raise Invalid.many(await _refused_participants(request, employer, raw, batched, refused))
     rows = [svc.ParticipantRow(i, p.kpj, p.nik, p.name, p.wage, p.segment) for i, p in enumerate(batch.participants, 1)]
     return await _save_rows(request, employer, rows, batch.mode)
+
+
+async def _refused_participants(request, employer, raw, batched: bool, refused: list[tuple[tuple, dict]]) -> list[dict]:
+    """The model's errors and, for the values it did not refuse, the rows'
+    own (format, duplicates, already registered): every problem at once, in
+    the model's field names (`participants.0.kpj`, or `kpj` for one worker),
+    by row and then field. Nothing is saved, whatever the mode."""
+    entries = raw["participants"] if batched and isinstance(raw["participants"], list) else [raw] if not batched else []
+    prefix = ("participants",) if batched else ()
+
+    def key(loc: tuple) -> tuple:
+        if batched:
+            if loc[:1] != prefix:  # mode, unknown members: after the rows
+                return (len(entries) + 1, 0)
+            if len(loc) == 1:  # the list itself
+                return (0, 0)
+            return (loc[1] + 1, svc.field_rank(loc[2]) if len(loc) > 2 else -2)
+        return (1, svc.field_rank(loc[0])) if loc else (0, 0)
+
+    keyed = [(key(loc), item) for loc, item in refused]
+    rows = []
+    for n, entry in enumerate(entries, start=1):
+        at = (*prefix, n - 1) if batched else ()
+        if not isinstance(entry, dict) or any(loc == at for loc, _ in refused):
+            continue  # not an object: nothing in it to check
+        values = {name: value_given(raw, (*at, name), refused) for name in svc.PARTICIPANT_FIELDS}
+        if "segment" not in entry:
+            values["segment"] = "PU"  # the model's default
+        rows.append(svc.ParticipantRow(n, **values))
+    async with request.app[pool_key].acquire() as conn:
+        _, problems = await svc.judge_rows(conn, employer, rows)
+    for e in problems:
+        field = ".".join(str(part) for part in (*prefix, e["row"] - 1, e["field"])) if batched else e["field"]
+        keyed.append(((e["row"], svc.field_rank(e["field"])), {"field": field, "problem": e["problem"]}))
+    return in_order(keyed)
 
 
 @routes.post("/api/v1/employers/{npp}/participants.csv")

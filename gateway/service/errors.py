@@ -22,6 +22,11 @@ class Invalid(ServiceError):
     def field(cls, field: str, problem: str) -> Invalid:
         return cls(f"{field}: {problem}", [{"field": field, "problem": problem}])
 
+    @classmethod
+    def many(cls, errors: list[dict]) -> Invalid:
+        """Every problem of a request at once, in the order given."""
+        return cls("; ".join(f"{e['field']}: {e['problem']}" for e in errors), errors)
+
 
 class NotFound(ServiceError):
     status = 404

@@ -99,3 +99,58 @@ async def test_csv_keep_valid_reports_every_problem_and_saves_exactly_the_clean_
     async with http.get(f"{base}/api/v1/employers/EVRY0003/participants", headers=auth) as r:
         saved = {p["kpj"] for p in (await r.json())["participants"]}
     assert saved == {taken_kpj, good[0][0], good[1][0]}
+
+
+# ------------------------------------------------------ JSON participants ----
+
+
+async def test_json_worker_reports_model_and_domain_problems_together(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="EVRY0004")
+    before = await fingerprint(gateway_server.pool)
+    worker = {"kpj": "6100", "nik": "abc", "name": " ", "wage": -5, "segment": "XX"}
+    async with http.post(f"{base}/api/v1/employers/EVRY0004/participants", json=worker, headers=auth) as r:
+        assert r.status == 422, await r.text()
+        assert r.content_type == "application/problem+json"
+        body = await r.json()
+    assert body["title"] == "Invalid request" and body["status"] == 422
+    assert [e["field"] for e in body["errors"]] == ["kpj", "nik", "name", "wage", "segment"]
+    assert body["errors"][0] == {"field": "kpj", "problem": "must be 11 digits, got 4"}
+    assert body["errors"][1] == {"field": "nik", "problem": "must contain digits 0-9 only, got 'abc'"}
+    assert body["detail"] == "; ".join(f"{e['field']}: {e['problem']}" for e in body["errors"])
+    assert await fingerprint(gateway_server.pool) == before
+
+
+async def test_json_batch_reports_every_row_in_order_and_saves_nothing(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="EVRY0005")
+    taken_kpj, taken_nik = await add_one(http, base, "EVRY0005", auth, 990_031)
+    first = {"kpj": make_kpj(990_032), "nik": make_nik(990_032), "name": "Budi", "wage": 5_000_000}
+    batch = {
+        "participants": [
+            first,
+            {"kpj": first["kpj"], "nik": taken_nik, "name": "Sari", "wage": "5"},  # duplicate KPJ, NIK taken, wage text
+            7,  # not an object
+            {"kpj": taken_kpj, "nik": make_nik(990_033), "name": "Agus", "wage": 5, "salary": 1},
+        ],
+        "mode": "keep_valid_please",
+    }
+    before = await fingerprint(gateway_server.pool)
+    async with http.post(f"{base}/api/v1/employers/EVRY0005/participants", json=batch, headers=auth) as r:
+        assert r.status == 422, await r.text()
+        body = await r.json()
+    assert [e["field"] for e in body["errors"]] == [
+        "participants.1.kpj",
+        "participants.1.nik",
+        "participants.1.wage",
+        "participants.2",
+        "participants.3.kpj",
+        "participants.3.salary",
+        "mode",
+    ]
+    problems = [e["problem"] for e in body["errors"]]
+    assert problems[0] == "duplicate of row 1 in this upload"
+    assert problems[1] == "already registered with this employer"
+    assert problems[4] == "already registered"
+    assert problems[5] == "unknown field; remove it"
+    assert await fingerprint(gateway_server.pool) == before
