@@ -78,7 +78,22 @@ def _limit(request: web.Request) -> int:
 
 @routes.post("/api/v1/employers")
 async def register_employer(request: web.Request) -> web.Response:
-    body = await read_model(request, EmployerRegistration, _limit(request))
+    raw = await read_json(request, _limit(request))
+    body, refused = model_or_errors(EmployerRegistration, raw)
+    if body is None:
+        # Also the domain's problems with the values the model accepted
+        # (NPP form or taken, regency): every problem at once, in field order.
+        fields = list(EmployerRegistration.model_fields)
+
+        def rank(field: str) -> int:
+            top = field.split(".")[0]
+            return fields.index(top) if top in fields else len(fields) if field != "body" else -1
+
+        problems = [item for _, item in refused]
+        problems += await svc.registration_problems(
+            request.app[pool_key], value_given(raw, ("npp",), refused), value_given(raw, ("regency_code",), refused)
+        )
+        raise Invalid.many(in_order([((rank(e["field"]),), e) for e in problems]))
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         registered = await svc.register_employer(
             conn, body.npp, body.name, body.regency_code, body.size_class, body.jkk_risk_class

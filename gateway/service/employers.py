@@ -57,14 +57,39 @@ def employer_view(row: asyncpg.Record | dict) -> dict:
     }
 
 
+async def registration_problems(
+    conn: asyncpg.Connection | asyncpg.Pool, npp: str | None, regency_code: str | None
+) -> list[dict]:
+    """Every domain problem of a registration, in field order: the NPP's
+    form, or that it is taken; the regency. None is a value the caller
+    already refused: its checks are skipped. Reads only."""
+    npp_problems: list[dict] = []
+    regency_problems: list[dict] = []
+    if npp is not None:
+        try:
+            npp = codes.validate_npp(npp)
+        except DomainError as e:
+            npp_problems.append({"field": e.field, "problem": e.problem})
+            npp = None
+    if regency_code is not None:
+        try:
+            regency_by_code(regency_code)
+        except DomainError as e:
+            regency_problems.append({"field": e.field, "problem": e.problem})
+    if npp is not None and await conn.fetchval("select 1 from employers where npp = $1", npp):
+        npp_problems.append({"field": "npp", "problem": "already registered"})
+    return npp_problems + regency_problems
+
+
 async def register_employer(
     conn: asyncpg.Connection, npp: str, name: str, regency_code: str, size_class: str, jkk_risk_class: int
 ) -> Registered:
     try:
         npp = codes.validate_npp(npp)
         regency_by_code(regency_code)
-    except DomainError as error:
-        raise _domain_invalid(error) from None
+    except DomainError:
+        # Name every problem at once, not the first one found.
+        raise Invalid.many(await registration_problems(conn, npp, regency_code)) from None
     api_key = new_api_key()
     try:
         row = await conn.fetchrow(

@@ -154,3 +154,53 @@ async def test_json_batch_reports_every_row_in_order_and_saves_nothing(gateway_s
     assert problems[4] == "already registered"
     assert problems[5] == "unknown field; remove it"
     assert await fingerprint(gateway_server.pool) == before
+
+
+# ----------------------------------------------------------- registration ----
+
+
+def employer(**fields) -> dict:
+    return {"npp": "EVRY0100", "name": "PT Evry", "regency_code": "6171", "size_class": "large", "jkk_risk_class": 2, **fields}
+
+
+async def post_registration(http, base, body) -> tuple[int, dict]:
+    async with http.post(f"{base}/api/v1/employers", json=body) as r:
+        assert r.content_type in ("application/problem+json", "application/json")
+        return r.status, await r.json()
+
+
+async def test_registration_reports_model_and_domain_problems_in_field_order(gateway_server, http):
+    base = gateway_server.url
+    before = await fingerprint(gateway_server.pool)
+    body = employer(npp="x", name="", regency_code="9999", size_class="huge", jkk_risk_class=6, phone="0561")
+    status, problem = await post_registration(http, base, body)
+    assert status == 422, problem
+    assert [e["field"] for e in problem["errors"]] == ["npp", "name", "regency_code", "size_class", "jkk_risk_class", "phone"]
+    assert problem["errors"][0] == {"field": "npp", "problem": "must be 8 characters (e.g. JJ0P4391), got 1"}
+    assert problem["errors"][2]["problem"].startswith("unknown regency '9999'")
+    # The model accepted every value: the two domain problems still come together.
+    status, problem = await post_registration(http, base, employer(npp="J!", regency_code="9999"))
+    assert status == 422, problem
+    assert [e["field"] for e in problem["errors"]] == ["npp", "regency_code"]
+    assert problem["detail"] == "; ".join(f"{e['field']}: {e['problem']}" for e in problem["errors"])
+    # A value the model refused is not checked again (no follow-on NPP problem).
+    status, problem = await post_registration(http, base, employer(npp=12345678, size_class="huge"))
+    assert status == 422 and [e["field"] for e in problem["errors"]] == ["npp", "size_class"], problem
+    assert await fingerprint(gateway_server.pool) == before
+
+
+async def test_registration_names_a_taken_npp_alongside_other_problems(gateway_server, http):
+    base = gateway_server.url
+    await register(http, base, npp="EVRY0101")
+    before = await fingerprint(gateway_server.pool)
+    status, problem = await post_registration(http, base, employer(npp="evry0101", size_class="huge"))
+    assert status == 422, problem
+    assert [(e["field"], e["problem"]) for e in problem["errors"]][0] == ("npp", "already registered")
+    assert [e["field"] for e in problem["errors"]] == ["npp", "size_class"]
+    status, problem = await post_registration(http, base, employer(npp="EVRY0101", regency_code="0000"))
+    assert status == 422 and problem["errors"][:1] == [{"field": "npp", "problem": "already registered"}], problem
+    assert [e["field"] for e in problem["errors"]] == ["npp", "regency_code"]
+    # Taken and nothing else wrong: 409, as before.
+    status, problem = await post_registration(http, base, employer(npp="EVRY0101"))
+    assert status == 409 and problem["errors"] == [{"field": "npp", "problem": "already registered"}], problem
+    assert await fingerprint(gateway_server.pool) == before
