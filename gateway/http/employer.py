@@ -16,7 +16,6 @@ from gateway.http.common import (
     problem_json,
     read_body,
     read_json,
-    read_model,
     require_content_type,
     value_given,
 )
@@ -265,13 +264,36 @@ async def list_participants(request: web.Request) -> web.Response:
 @routes.post("/api/v1/employers/{npp}/wage-reports")
 async def submit_wage_report(request: web.Request) -> web.Response:
     employer = await employer_of_path(request)
-    body = await read_model(request, WageReport, _limit(request))
-    overrides: dict[str, int] = {}
-    for n, line in enumerate(body.wages):
-        if line.kpj in overrides:
-            raise Invalid.field(f"wages.{n}.kpj", f"{line.kpj} appears twice")
-        overrides[line.kpj] = line.wage
+    raw = await read_json(request, _limit(request))
+    body, refused = model_or_errors(WageReport, raw)
+    if body is not None:
+        period_text, kpjs = body.period, [(n, line.kpj) for n, line in enumerate(body.wages)]
+    else:
+        period_text = value_given(raw, ("period",), refused)
+        lines = raw.get("wages") if isinstance(raw, dict) else None
+        kpjs = [
+            (n, kpj)
+            for n in range(len(lines) if isinstance(lines, list) else 0)
+            if isinstance(kpj := value_given(raw, ("wages", n, "kpj"), refused), str)
+        ]
+    # Every problem at once, in field order: period, then each wage line.
+    keyed = [(_wage_report_key(loc), item) for loc, item in refused]
+    firsts: dict[str, int] = {}
+    for n, kpj in kpjs:
+        if kpj in firsts:
+            keyed.append(((2, n, 0), {"field": f"wages.{n}.kpj", "problem": f"{kpj} appears twice"}))
+        else:
+            firsts[kpj] = n
     settings = request.app[settings_key]
+    if keyed:
+        # Refused whatever else: the domain's problems (each KPJ checked at
+        # its first line) join the model's and the duplicates.
+        async with request.app[pool_key].acquire() as conn:
+            check = await svc.check_wage_report(
+                conn, employer, period_text, [(n, kpj) for kpj, n in firsts.items()], utc_now()
+            )
+        raise Invalid.many(in_order(keyed + check.all_problems()))
+    overrides = {line.kpj: line.wage for line in body.wages}
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         pu_id, bpu_ids = await svc.submit_wage_report(
             conn, employer, body.period, overrides, utc_now(), settings.bill_expiry_days_after_due
@@ -284,6 +306,21 @@ async def submit_wage_report(request: web.Request) -> web.Response:
             view = await svc.bill_view(conn, pu_id, with_lines=True)
     out = WageReportResult(**view, bpu_bills=bpu)
     return json_ok(out.model_dump(mode="json"), status=201)
+
+
+def _wage_report_key(loc: tuple) -> tuple:
+    """Where a model error of a wage report goes among the others:
+    check_wage_report's keys (period (0,), participants (1,), line n (2, n, 0))."""
+    if not loc:
+        return (-1,)
+    if loc[0] == "period":
+        return (0,)
+    if loc[0] == "wages":
+        if len(loc) == 1:
+            return (2, -1)
+        inner = {"kpj": 0, "wage": 1}.get(loc[2], 2) if len(loc) > 2 else -1
+        return (2, loc[1], inner)
+    return (3,)  # unknown members
 
 
 @routes.get("/api/v1/employers/{npp}/bills")

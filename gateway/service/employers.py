@@ -337,6 +337,79 @@ def _by_key(use_case):
     return run
 
 
+@dataclass
+class WageReportCheck:
+    period: Period | None
+    participants: list[asyncpg.Record]
+    # (order key, {field, problem}): period (0,), participants (1,), wages line n (2, n, 0)
+    problems: list[tuple[tuple, dict]]
+    # The period's PU bill, when it was already reported.
+    already: str | None = None
+
+    def all_problems(self) -> list[tuple[tuple, dict]]:
+        """The problems, with "already reported" among them when there are others."""
+        if self.already is None:
+            return list(self.problems)
+        return [*self.problems, ((0,), {"field": "period", "problem": f"already reported (payment_code {self.already})"})]
+
+    def refuse(self) -> None:
+        """Raise Invalid naming every problem, or Conflict when the period was
+        already reported and nothing else is wrong."""
+        if self.problems:
+            raise Invalid.many([item for _, item in sorted(self.all_problems(), key=lambda pair: pair[0])])
+        if self.already is not None:
+            raise Conflict(
+                f"the wage report for {self.period} was already submitted; its bill is {self.already}",
+                [{"field": "period", "problem": f"already reported (payment_code {self.already})"}],
+            )
+
+
+async def check_wage_report(
+    conn: asyncpg.Connection,
+    employer: asyncpg.Record,
+    period_text: str | None,
+    kpjs: Sequence[tuple[int, str]],
+    now: dt.datetime,
+) -> WageReportCheck:
+    """Every reason to refuse a wage report, found at once: the period (form,
+    future, before the rate tables, already reported), an employer without
+    participants, each wage line's unknown KPJ (`kpjs`: (line index, kpj)).
+    A period_text of None was refused by the caller: its checks are skipped.
+    Reads only."""
+    problems: list[tuple[tuple, dict]] = []
+    period = None
+    if period_text is not None:
+        try:
+            period = Period.parse(period_text)
+            if period > current_period(now):
+                problems.append(
+                    ((0,), {"field": "period", "problem": f"{period} is in the future; the latest reportable month is {current_period(now)}"})
+                )
+                period = None
+            else:
+                dues.rate_schedule_for(period)
+        except DomainError as error:
+            problems.append(((0,), {"field": error.field, "problem": error.problem}))
+            period = None
+    npp = employer["npp"]
+    participants = await conn.fetch(
+        "select id, kpj, wage_rupiah, segment from participants where npp = $1 order by id", npp
+    )
+    if not participants:
+        problems.append(((1,), {"field": "participants", "problem": f"employer {npp} has no registered participants to report"}))
+    else:
+        known = {p["kpj"] for p in participants}
+        for n, kpj in kpjs:
+            if kpj not in known:
+                problems.append(((2, n, 0), {"field": "wages", "problem": f"kpj {kpj} is not a participant of {npp}"}))
+    already = None
+    if period is not None:
+        already = await conn.fetchval(
+            "select payment_code from bills where npp = $1 and period = $2 and kind = 'PU'", npp, str(period)
+        )
+    return WageReportCheck(period, participants, problems, already)
+
+
 @_by_key
 async def submit_wage_report(
     conn: asyncpg.Connection,
@@ -348,31 +421,11 @@ async def submit_wage_report(
 ) -> tuple[int | None, list[int]]:
     """Issue the employer's PU bill for the period (with late fees for earlier
     unpaid bills) and one bill per BPU participant. Returns bill ids."""
-    try:
-        period = Period.parse(period_text)
-    except DomainError as error:
-        raise _domain_invalid(error) from None
-    if period > current_period(now):
-        raise Invalid.field("period", f"{period} is in the future; the latest reportable month is {current_period(now)}")
+    check = await check_wage_report(conn, employer, period_text, list(enumerate(wage_overrides)), now)
+    check.refuse()
+    period, participants = check.period, check.participants
     npp = employer["npp"]
     size = dues.SizeClass(employer["size_class"])
-    participants = await conn.fetch(
-        "select id, kpj, wage_rupiah, segment from participants where npp = $1 order by id", npp
-    )
-    if not participants:
-        raise Invalid.field("participants", f"employer {npp} has no registered participants to report")
-    known = {p["kpj"] for p in participants}
-    unknown = sorted(set(wage_overrides) - known)
-    if unknown:
-        raise Invalid.field("wages", f"kpj {unknown[0]} is not a participant of {npp}")
-    existing = await conn.fetchval(
-        "select payment_code from bills where npp = $1 and period = $2 and kind = 'PU'", npp, str(period)
-    )
-    if existing:
-        raise Conflict(
-            f"the wage report for {period} was already submitted; its bill is {existing}",
-            [{"field": "period", "problem": f"already reported (payment_code {existing})"}],
-        )
     # Wage earners: one bill for the employer.
     pu_lines: list[tuple] = []
     try:

@@ -204,3 +204,86 @@ async def test_registration_names_a_taken_npp_alongside_other_problems(gateway_s
     status, problem = await post_registration(http, base, employer(npp="EVRY0101"))
     assert status == 409 and problem["errors"] == [{"field": "npp", "problem": "already registered"}], problem
     assert await fingerprint(gateway_server.pool) == before
+
+
+# ------------------------------------------------------------ wage report ----
+
+
+async def post_report(http, base, npp, auth, body) -> tuple[int, dict]:
+    async with http.post(f"{base}/api/v1/employers/{npp}/wage-reports", json=body, headers=auth) as r:
+        return r.status, await r.json()
+
+
+async def test_wage_report_reports_period_lines_and_model_problems_together(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="EVRY0200")
+    k1, _ = await add_one(http, base, "EVRY0200", auth, 990_201)
+    before = await fingerprint(gateway_server.pool)
+    status, problem = await post_report(http, base, "EVRY0200", auth, {
+        "period": "2020-01",
+        "wages": [
+            {"kpj": "61000000555", "wage": 1000},
+            {"kpj": k1, "wage": 5},
+            {"kpj": k1, "wage": 6},
+            {"kpj": "61000000556", "wage": "7"},
+        ],
+    })
+    assert status == 422, problem
+    assert problem["title"] == "Invalid request"
+    assert [(e["field"], e["problem"]) for e in problem["errors"]] == [
+        ("period", "no rate table before 2023-03"),
+        ("wages", "kpj 61000000555 is not a participant of EVRY0200"),
+        ("wages.2.kpj", f"{k1} appears twice"),
+        ("wages", "kpj 61000000556 is not a participant of EVRY0200"),
+        ("wages.3.wage", "Input should be a valid integer"),
+    ]
+    # The model accepts it all: the period and every unknown KPJ, in line order.
+    status, problem = await post_report(http, base, "EVRY0200", auth, {
+        "period": "2020-01", "wages": [{"kpj": "61000000555", "wage": 1}, {"kpj": "61000000554", "wage": 1}],
+    })
+    assert status == 422, problem
+    assert [e["problem"] for e in problem["errors"]] == [
+        "no rate table before 2023-03",
+        "kpj 61000000555 is not a participant of EVRY0200",
+        "kpj 61000000554 is not a participant of EVRY0200",
+    ]
+    status, problem = await post_report(http, base, "EVRY0200", auth, {
+        "period": "2099-01", "wages": [{"kpj": k1, "wage": 5}, {"kpj": k1, "wage": 6}],
+    })
+    assert status == 422 and [e["field"] for e in problem["errors"]] == ["period", "wages.1.kpj"], problem
+    assert "in the future" in problem["errors"][0]["problem"]
+    assert await fingerprint(gateway_server.pool) == before
+
+
+async def test_wage_report_names_an_already_reported_period_among_other_problems(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="EVRY0201")
+    await add_one(http, base, "EVRY0201", auth, 990_211)
+    status, bill = await post_report(http, base, "EVRY0201", auth, {"period": last_month()})
+    assert status == 201, bill
+    before = await fingerprint(gateway_server.pool)
+    status, problem = await post_report(http, base, "EVRY0201", auth, {
+        "period": last_month(), "wages": [{"kpj": "61000000555", "wage": 1000}],
+    })
+    assert status == 422, problem
+    assert problem["errors"] == [
+        {"field": "period", "problem": f"already reported (payment_code {bill['payment_code']})"},
+        {"field": "wages", "problem": "kpj 61000000555 is not a participant of EVRY0201"},
+    ]
+    status, problem = await post_report(http, base, "EVRY0201", auth, {"period": last_month()})
+    assert status == 409 and problem["errors"][0]["field"] == "period", problem
+    assert await fingerprint(gateway_server.pool) == before
+
+
+async def test_wage_report_of_an_employer_without_workers_names_the_period_too(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="EVRY0202")
+    before = await fingerprint(gateway_server.pool)
+    status, problem = await post_report(http, base, "EVRY0202", auth, {
+        "period": "2025-13", "wages": [{"kpj": "61000000555", "wage": 1000}],
+    })
+    assert status == 422, problem
+    # No participants at all: each wage line's "not a participant" would only repeat it.
+    assert [e["field"] for e in problem["errors"]] == ["period", "participants"]
+    assert problem["errors"][1]["problem"] == "employer EVRY0202 has no registered participants to report"
+    assert await fingerprint(gateway_server.pool) == before
