@@ -328,3 +328,35 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
     finally:
         await phone.close()
         await release_streams(pool)
+
+
+async def test_the_page_marks_every_wrong_cell_of_a_row_at_once(gateway_server, browser, bills):
+    """A row whose wage is wrong shows its other wrong cells too, each with
+    its problem, so the employer fixes the row in one go."""
+    employer, api_key, _ = await bills.create_employer(workers=0)
+    context = await browser.new_context(viewport=DESKTOP, locale="en-US")
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        await page.goto(gateway_server.url + "/portal/")
+        await page.wait_for_selector("body[data-ready=true]")
+        await page.get_by_label("API key", exact=True).fill(api_key)
+        await page.get_by_label("API key", exact=True).press("Enter")
+        await page.wait_for_selector("#portal:not([hidden])")
+        await page.locator("#upload-file").set_input_files(
+            files=[{"name": "workers.csv", "mimeType": "text/csv", "buffer": b"kpj,nik,name,wage,segment\n123,abc,,-5,XX\n"}]
+        )
+        await press(page, page.locator("#upload-form button[type=submit]"))
+        await page.wait_for_selector("#review:not([hidden])")
+        row = page.locator("#review-table tr[data-row='2']")
+        for field in ("kpj", "nik", "name", "wage", "segment"):
+            cell = row.locator(f"td[data-field='{field}'] input")
+            assert await cell.get_attribute("aria-invalid") == "true", field
+            described = await cell.get_attribute("aria-describedby")
+            assert (await page.locator(f"#{described}").text_content()).strip(), field
+        assert "must be positive" in await row.locator("td[data-field='wage']").text_content()
+        assert await row.locator("td.problems li").count() == 5
+        assert await gateway_server.pool.fetchval("select count(*) from participants where npp = $1", employer["npp"]) == 0
+    finally:
+        await context.close()
+        await release_streams(gateway_server.pool)
