@@ -165,8 +165,8 @@ def _check_rows(rows: Sequence[ParticipantRow]) -> _Checked:
     for r in rows:
         problems: list[dict] = []
 
-        def refuse(field: str, problem: str) -> None:
-            problems.append({"row": r.row, "field": field, "problem": problem})
+        def refuse(field: str, problem: str, row: int = r.row, problems: list[dict] = problems) -> None:
+            problems.append({"row": row, "field": field, "problem": problem})
 
         if r.kpj is not None:
             try:

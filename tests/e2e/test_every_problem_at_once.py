@@ -4,14 +4,21 @@ after one try, not one problem per try. Real HTTP, real PostgreSQL."""
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from tests.conftest import make_kpj, make_nik
-from tests.e2e.test_employer_api import fingerprint, http, last_month, register  # noqa: F401 - fixture
+from tests.e2e.test_employer_api import fingerprint, last_month, register
 
 pytestmark = pytest.mark.asyncio
 
 CSV = {"Content-Type": "text/csv"}
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 def pairs(body: dict) -> list[tuple]:
@@ -195,7 +202,7 @@ async def test_registration_names_a_taken_npp_alongside_other_problems(gateway_s
     before = await fingerprint(gateway_server.pool)
     status, problem = await post_registration(http, base, employer(npp="evry0101", size_class="huge"))
     assert status == 422, problem
-    assert [(e["field"], e["problem"]) for e in problem["errors"]][0] == ("npp", "already registered")
+    assert (problem["errors"][0]["field"], problem["errors"][0]["problem"]) == ("npp", "already registered")
     assert [e["field"] for e in problem["errors"]] == ["npp", "size_class"]
     status, problem = await post_registration(http, base, employer(npp="EVRY0101", regency_code="0000"))
     assert status == 422 and problem["errors"][:1] == [{"field": "npp", "problem": "already registered"}], problem

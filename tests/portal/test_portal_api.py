@@ -318,7 +318,7 @@ async def test_upload_names_every_problem_of_a_row_even_after_a_bad_wage(gateway
         "123,abc,,-5,XX\n"
         f"{existing[0]},6171011708900042,Budi,4250000.5,PU\n"  # registered KPJ behind a bad wage
     )
-    status, body, headers = await call(
+    status, body, _ = await call(
         gateway_server,
         "POST",
         "/portal/api/participants/upload",
