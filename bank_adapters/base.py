@@ -202,6 +202,24 @@ class BankAdapter(Protocol):
     async def stop(self) -> None: ...
 
 
+class AdapterSettingsError(ValueError):
+    """An adapter setting that cannot be used: start-up stops with this
+    message, which names the setting and what it accepts. `key` is the
+    setting's name in the adapter's section (KANAL_ADAPTERS__<NAME>__<KEY>);
+    the gateway fills in `adapter` when the adapter leaves it out."""
+
+    def __init__(self, message: str, *, key: str | None = None, adapter: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.adapter = adapter
+
+    @property
+    def environment_variable(self) -> str | None:
+        if not (self.key and self.adapter):
+            return None
+        return f"KANAL_ADAPTERS__{self.adapter.upper()}__{self.key.upper()}"
+
+
 class CliServices(Protocol):
     """Handed to adapter CLI commands as `click.Context.obj`.
 

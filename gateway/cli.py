@@ -58,8 +58,79 @@ class Services:
         return asyncio.run(main())
 
 
+class SettingError(click.ClickException):
+    """A setting (environment variable) or option that cannot be used: a usage
+    error, printed as one line without a traceback."""
+
+    exit_code = 2
+
+
+# Each settings class and the prefix of its environment variables.
+_ENV_PREFIXES = {"Settings": "KANAL_", "CallbackSettings": "KANAL_CALLBACKS_"}
+_ENV_ALIASES = {("Settings", "database_url"): "DATABASE_URL"}
+
+
+def _settings_problem(error: Exception) -> str:
+    """One line per refused setting: its environment variable, the value given
+    and what is wrong with it."""
+    import pydantic
+
+    if not isinstance(error, pydantic.ValidationError):
+        # pydantic-settings could not even parse a value (e.g. KANAL_ADAPTERS=abc).
+        import re
+
+        found = re.search(r'field "(\w+)"', str(error))
+        name = f"KANAL_{found.group(1).upper()}: " if found else ""
+        return name + str(error).replace('field "', 'setting "').replace("EnvSettingsSource", "the environment")
+    prefix = _ENV_PREFIXES.get(error.title, "KANAL_")
+    lines = []
+    for item in error.errors(include_url=False):
+        problem = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:
+            lines.append(problem)
+            continue
+        field = str(item["loc"][0])
+        name = _ENV_ALIASES.get((error.title, field)) or prefix + "__".join(str(p) for p in item["loc"]).upper()
+        lines.append(f"{name}={item['input']!r}: {problem}" if "input" in item else f"{name}: {problem}")
+    return "; ".join(lines)
+
+
+def _is_settings_error(error: Exception) -> bool:
+    import pydantic
+    import pydantic_settings
+
+    if isinstance(error, pydantic_settings.SettingsError):
+        return True
+    return isinstance(error, pydantic.ValidationError) and error.title in _ENV_PREFIXES
+
+
 class KanalGroup(click.Group):
-    """Adds the commands that bank adapters contribute (`kanal partner ...`)."""
+    """Adds the commands that bank adapters contribute (`kanal partner ...`),
+    and turns what users get wrong into click-style errors, not tracebacks:
+    a setting that cannot be used (exit 2), a port already taken (exit 1), a
+    use case's refusal (exit 1, its own words)."""
+
+    def invoke(self, ctx):
+        from bank_adapters.base import AdapterSettingsError
+        from gateway.runtime import PortInUse
+        from gateway.service.errors import ServiceError
+
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.ClickException:
+            raise
+        except AdapterSettingsError as error:
+            where = f" (set by {error.environment_variable})" if error.environment_variable else ""
+            raise SettingError(f"{error}{where}") from None
+        except PortInUse as error:
+            raise click.ClickException(str(error)) from None
+        except ServiceError as error:
+            fields = "; ".join(f"{e['field']}: {e['problem']}" for e in error.errors)
+            raise click.ClickException(error.detail + (f" ({fields})" if fields and fields not in error.detail else "")) from None
+        except Exception as error:
+            if _is_settings_error(error):
+                raise SettingError(_settings_problem(error)) from None
+            raise
 
     def _adapter_commands(self) -> dict[str, click.Command]:
         if not hasattr(self, "_adapter_cache"):
@@ -133,7 +204,11 @@ async def _serve_until_stopped(gateway, on_ready: Callable[[], Awaitable[None]] 
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except BaseException:
+        await gateway.stop()  # what did start (the pool, an adapter) is closed before the error is shown
+        raise
     # What is alive now (modules, schemas, the pool, the routes) lives as
     # long as the process: kept out of the garbage collector's full
     # collections, which otherwise walk it all and hold every request in
@@ -149,8 +224,9 @@ async def _serve_until_stopped(gateway, on_ready: Callable[[], Awaitable[None]] 
 
 def _serve_options(function):
     function = click.option("--host", default=None, help="Interface to listen on. [default: 127.0.0.1]")(function)
-    function = click.option("--port", "http_port", type=int, default=None, help="HTTP port. [default: 8080]")(function)
-    function = click.option("--iso8583-port", type=int, default=None, help="ISO 8583 TCP port. [default: 8583]")(function)
+    port = click.IntRange(0, 65535)
+    function = click.option("--port", "http_port", type=port, default=None, help="HTTP port (0: any free port). [default: 8080]")(function)
+    function = click.option("--iso8583-port", type=port, default=None, help="ISO 8583 TCP port (0: any free port). [default: 8583]")(function)
     return function
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from bank_adapters.base import AdapterContext, BankAdapter
+from bank_adapters.base import AdapterContext, AdapterSettingsError, BankAdapter
 from bank_adapters.registry import load_adapters
 from gateway.http.app import create_app
 from gateway.http.stream import EventHub
@@ -24,6 +25,22 @@ from gateway.settings import Settings
 from gateway.store import database, migrate
 
 log = structlog.get_logger("kanal.runtime")
+
+
+class PortInUse(Exception):
+    """A port the gateway must listen on is taken; the message says which and
+    how to choose another."""
+
+    def __init__(self, what: str, host: str, port: int, change: str) -> None:
+        super().__init__(
+            f"{what} port {port} on {host} is already in use (another Kanal, or another program); "
+            f"choose another with {change} (0 picks a free one)"
+        )
+        self.port = port
+
+
+def _in_use(error: OSError) -> bool:
+    return error.errno == errno.EADDRINUSE
 
 
 def resolve_database_url(settings: Settings) -> tuple[str, database.EmbeddedServer | None]:
@@ -136,7 +153,21 @@ class Gateway:
             for adapter in self.adapters
         ]
         for adapter, context in zip(self.adapters, self.contexts, strict=True):
-            await adapter.start(context)
+            try:
+                await adapter.start(context)
+            except AdapterSettingsError as error:
+                error.adapter = error.adapter or adapter.name
+                raise
+            except OSError as error:
+                if not _in_use(error):
+                    raise
+                port = context.settings.get("port", "?")
+                change = (
+                    "--iso8583-port or KANAL_ISO8583_PORT" if adapter.name == "iso8583"
+                    else f"KANAL_ADAPTERS__{adapter.name.upper()}__PORT"
+                )
+                what = "The ISO 8583" if adapter.name == "iso8583" else f"The {adapter.name} adapter's"
+                raise PortInUse(what, settings.host, port, change) from None
         self.app = create_app(settings, self.pool, self.payments, self.hub, list(zip(self.adapters, self.contexts, strict=True)))
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await self.runner.setup()
@@ -169,7 +200,13 @@ def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if _in_use(error):
+            raise PortInUse("The HTTP", host, port, "--port or KANAL_HTTP_PORT") from None
+        raise
     sock.listen(1024)
     sock.setblocking(False)
     return sock

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +66,15 @@ class Settings(BaseSettings):
 
     # Per-adapter settings: KANAL_ADAPTERS__ISO8583__PORT=9583 -> {"iso8583": {"port": "9583"}}
     adapters: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.pool_size_min > self.pool_size_max:
+            raise ValueError(
+                f"KANAL_POOL_SIZE_MIN={self.pool_size_min} is larger than KANAL_POOL_SIZE_MAX={self.pool_size_max}; "
+                "the pool's minimum must not exceed its maximum"
+            )
+        return self
 
     def ensure_admin_token(self) -> str:
         """Return the admin token, generating one for this process when unset."""

@@ -27,7 +27,7 @@ from bank_adapters.exchanges import ExchangeLog, ExchangeRow
 from schemas.callbacks import DOT_SEGMENT_PARTNER_IDS, PARTNER_ID_PATTERN
 
 from .handler import FaultSettings, Handler, Limits, acquirer_code
-from .profile import Profile, load_profile, parse_bool
+from .profile import Profile, ProfileError, load_profile, parse_bool
 from .server import Exchange, Iso8583Server, ServerLimits, SettingsError, whole_setting
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,8 +58,13 @@ class Iso8583Adapter:
         settings = context.settings
         port_text = str(settings.get("port", DEFAULT_PORT)).strip()
         if not port_text.isdigit() or int(port_text) > 65535:
-            raise SettingsError(f"iso8583 setting port={port_text!r}: expected 0 (any free port) to 65535")
-        self.profile = load_profile(str(settings.get("profile", DEFAULT_PROFILE))).with_overrides(settings)
+            raise SettingsError(f"iso8583 setting port={port_text!r}: expected 0 (any free port) to 65535", key="port")
+        try:
+            profile = load_profile(str(settings.get("profile", DEFAULT_PROFILE)))
+        except ProfileError as error:
+            error.key = error.key or "profile"
+            raise
+        self.profile = profile.with_overrides(settings)
         limits = ServerLimits.from_settings(settings)
         pool = context.pool
         fault_settings = FaultSettings(
@@ -105,7 +110,8 @@ def parse_partner_ids(text: str) -> Mapping[str, str]:
                 or partner_id in DOT_SEGMENT_PARTNER_IDS):
             raise SettingsError(
                 f"iso8583 setting partner_ids item {item!r}: expected ACQUIRER=PARTNER_ID, e.g. 123=BANKKALBAR "
-                "(a partner id is 1 to 36 letters, digits, '_', '.' or '-', and not '.' or '..')"
+                "(a partner id is 1 to 36 letters, digits, '_', '.' or '-', and not '.' or '..')",
+                key="partner_ids",
             )
         mapping[acquirer_code(acquirer)] = partner_id
     return mapping

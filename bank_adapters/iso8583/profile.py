@@ -19,6 +19,8 @@ from typing import Any
 
 import iso8583.specs
 
+from bank_adapters.base import AdapterSettingsError
+
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 # The neutral outcomes every profile must map to one of its response codes.
@@ -69,7 +71,7 @@ _FIELD_KEYS_REQUIRED = ("data_enc", "len_enc", "len_type", "max_len")
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
-class ProfileError(ValueError):
+class ProfileError(AdapterSettingsError):
     """A profile file that cannot be used; the message names the entry."""
 
 
@@ -94,7 +96,7 @@ class CutoffWindow:
             return None
         match = _WINDOW.match(text)
         if match is None:
-            raise ProfileError(f"cutoff_window_local {text!r}: expected 'HH:MM-HH:MM' (24 h local time) or ''")
+            raise ProfileError(f"cutoff_window_local {text!r}: expected 'HH:MM-HH:MM' (24 h local time) or ''", key="cutoff_window_local", adapter="iso8583")
         h1, m1, h2, m2 = (int(g) for g in match.groups())
         return cls(h1 * 60 + m1, h2 * 60 + m2)
 
@@ -162,7 +164,7 @@ def parse_bool(name: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ProfileError(f"{name} {value!r}: expected true or false")
+    raise ProfileError(f"{name} {value!r}: expected true or false", key=name, adapter="iso8583")
 
 
 def load_profile(name_or_path: str) -> Profile:

@@ -21,6 +21,8 @@ from typing import Any
 
 import structlog
 
+from bank_adapters.base import AdapterSettingsError
+
 from . import codec
 from .handler import NOTE, OUTCOME, Handler, LinkState, Note, message_kind, response_mti
 from .profile import Profile
@@ -30,8 +32,9 @@ log = structlog.get_logger("kanal.iso8583")
 _link_ids = itertools.count(1)
 
 
-class SettingsError(ValueError):
-    pass
+class SettingsError(AdapterSettingsError):
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message, key=key, adapter="iso8583")
 
 
 def whole_setting(name: str, raw: Any, low: int, high: int) -> int:
@@ -39,9 +42,9 @@ def whole_setting(name: str, raw: Any, low: int, high: int) -> int:
     try:
         value = int(str(raw).strip())
     except ValueError:
-        raise SettingsError(f"iso8583 setting {name}={raw!r}: expected a whole number from {low} to {high}") from None
+        raise SettingsError(f"iso8583 setting {name}={raw!r}: expected a whole number from {low} to {high}", key=name) from None
     if not low <= value <= high:
-        raise SettingsError(f"iso8583 setting {name}={value}: expected {low} to {high}")
+        raise SettingsError(f"iso8583 setting {name}={value}: expected {low} to {high}", key=name)
     return value
 
 

@@ -33,6 +33,22 @@ def _run(fn) -> Any:
         raise click.ClickException(f"{error.detail}" + (f" ({fields})" if fields and fields not in error.detail else "")) from None
 
 
+def _option_error(error: ServiceError, options: dict[str, tuple[str, Any]]) -> click.UsageError:
+    """A refused value as click's usage error (exit 2), naming the option it
+    came from and the value: {field: (option, value)}."""
+    problems = []
+    for item in error.errors or [{"field": "", "problem": error.detail}]:
+        problem = str(item["problem"]).removeprefix("Value error, ")
+        field = str(item["field"]).split(".")[0]
+        if field in options:
+            option, value = options[field]
+            shown = value if len(str(value)) <= 60 else str(value)[:57] + "..."
+            problems.append(f"Invalid value for '{option}' {shown!r}: {problem}")
+        else:
+            problems.append((f"{item['field']}: " if item["field"] else "") + problem)
+    return click.UsageError("; ".join(problems))
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -67,7 +83,10 @@ def add(npp, partner_id, url, events, only_npp, description) -> None:
     """Register an endpoint; prints its whsec_ secret once."""
     if bool(npp) == bool(partner_id):
         raise click.UsageError("give exactly one of --employer NPP or --partner ID")
-    data = service.parse(service.EndpointIn, {"url": url, "event_types": list(events), "description": description, "npp": only_npp})
+    try:
+        data = service.parse(service.EndpointIn, {"url": url, "event_types": list(events), "description": description, "npp": only_npp})
+    except ServiceError as error:
+        raise _option_error(error, {"url": ("--url", url), "description": ("--description", description), "npp": ("--only-npp", only_npp)}) from None
     settings = CallbackSettings.from_env()
 
     async def go(pool):
