@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
+from pydantic import SecretStr
 
 from gateway.settings import Settings
 
@@ -247,6 +248,11 @@ def _overrides(**values) -> dict:
 def serve(services: Services, host, http_port, iso8583_port, sandbox, workers) -> None:
     """Run the gateway: employer API, bank adapters, live coverage stream.
 
+    The admin routes (/ops, partner registration, faults, conformance) need
+    'Authorization: Bearer <KANAL_ADMIN_TOKEN>'. Without KANAL_ADMIN_TOKEN,
+    the token is kept in DATA_DIR/admin-token (readable only by you) and
+    reused at the next start; the first line printed says where.
+
     \b
     Examples:
       kanal serve --port 8080 --iso8583-port 8583
@@ -259,6 +265,7 @@ def serve(services: Services, host, http_port, iso8583_port, sandbox, workers) -
         **_overrides(host=host, http_port=http_port, iso8583_port=iso8583_port, sandbox=sandbox, workers=workers)
     )
     _configure_logging(settings)
+    _admin_token_or_file(settings)
     url, server = resolve_database_url(settings)
     if settings.workers > 1:
         from bank_adapters.registry import load_adapters
@@ -271,6 +278,31 @@ def serve(services: Services, host, http_port, iso8583_port, sandbox, workers) -
         click.echo(f"Kanal serving on {gateway.url} (docs: {gateway.url}/docs); Ctrl-C to stop", err=True)
 
     asyncio.run(_serve_until_stopped(gateway, ready))
+
+
+def _admin_token_or_file(settings: Settings) -> None:
+    """Without KANAL_ADMIN_TOKEN the admin routes (/ops, partners, faults,
+    conformance) still need a token the operator can read: it is kept in a
+    file only this user may read, and one line on the terminal (never the
+    structured log, which must not carry secrets) says where."""
+    from gateway.settings import admin_token_from_file
+
+    if settings.admin_token.get_secret_value():
+        return
+    path = settings.admin_token_file
+    try:
+        token = admin_token_from_file(path)
+    except OSError as error:
+        raise click.ClickException(
+            f"KANAL_ADMIN_TOKEN is not set and the admin token could not be written to {path} "
+            f"({error.strerror}); set KANAL_ADMIN_TOKEN, or --data-dir to a folder you can write"
+        ) from None
+    settings.admin_token = SecretStr(token)
+    click.echo(
+        f"KANAL_ADMIN_TOKEN is not set: the admin token is in {path} (readable only by you); "
+        "send it as 'Authorization: Bearer <token>', or set KANAL_ADMIN_TOKEN to choose it.",
+        err=True,
+    )
 
 
 def _serve_workers(settings: Settings, database_url: str) -> int:

@@ -6,6 +6,7 @@ bare machine; `kanal serve` turns the sandbox off unless asked.
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,40 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 def default_data_dir() -> Path:
     return platformdirs.user_data_path("kanal")
+
+
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def new_admin_token() -> str:
+    return "adm_" + secrets.token_urlsafe(24)
+
+
+def admin_token_from_file(path: Path) -> str:
+    """The admin token kept in `path`, readable by this user only (0600):
+    the one already there, or a new one written there. A file others may read
+    is not trusted: a new token replaces it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        stat = path.stat()
+        if stat.st_mode & 0o077 == 0 and stat.st_uid == os.getuid():
+            token = path.read_text(encoding="utf-8").strip()
+            if token:
+                return token
+    except FileNotFoundError:
+        pass
+    token = new_admin_token()
+    # Written beside it with 0600 from the start, then renamed over it: the
+    # token is never in a file others can read, not even for a moment.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (token + "\n").encode())
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    return token
 
 
 class Settings(BaseSettings):
@@ -76,8 +111,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    @property
+    def admin_token_file(self) -> Path:
+        """Where `kanal serve` keeps the admin token it made when none was set."""
+        return self.data_dir / ADMIN_TOKEN_FILE
+
     def ensure_admin_token(self) -> str:
         """Return the admin token, generating one for this process when unset."""
         if not self.admin_token.get_secret_value():
-            self.admin_token = SecretStr("adm_" + secrets.token_urlsafe(24))
+            self.admin_token = SecretStr(new_admin_token())
         return self.admin_token.get_secret_value()
