@@ -16,18 +16,22 @@ from typing import Any
 import click
 
 from gateway.callbacks import conformance as conformance_report
-from gateway.callbacks import service, store
+from gateway.callbacks import partners, service, store
 from gateway.callbacks.settings import CallbackSettings
 from gateway.service.errors import ServiceError
 
 EVENT_CHOICE = click.Choice(service.EVENT_TYPES)
 
 
-def _run(fn) -> Any:
-    """Run fn(pool) with a migrated pool; ServiceErrors become usage errors."""
+def _run(fn, *, partner_hint: str | None = None) -> Any:
+    """Run fn(pool) with a migrated pool; ServiceErrors become errors (exit 1),
+    an unknown partner a usage error of the option or argument `partner_hint`
+    (exit 2)."""
     services = click.get_current_context().find_root().obj
     try:
         return services.run_with_pool(fn)
+    except partners.UnknownPartner as error:
+        raise click.BadParameter(error.detail, param_hint=partner_hint) from None
     except ServiceError as error:
         fields = "; ".join(f"{e['field']}: {e['problem']}" for e in error.errors)
         raise click.ClickException(f"{error.detail}" + (f" ({fields})" if fields and fields not in error.detail else "")) from None
@@ -47,6 +51,14 @@ def _option_error(error: ServiceError, options: dict[str, tuple[str, Any]]) -> c
         else:
             problems.append((f"{item['field']}: " if item["field"] else "") + problem)
     return click.UsageError("; ".join(problems))
+
+
+def _settings():
+    return click.get_current_context().find_root().obj.settings()
+
+
+async def _require_partner(pool, partner_id: str, settings) -> None:
+    await partners.require(pool, service.check_partner_id(partner_id), settings)
 
 
 def _echo_json(data: Any) -> None:
@@ -278,10 +290,13 @@ def set_faults(partner_id, endpoint_id, **values) -> None:
     if endpoint_id and inbound:
         raise click.UsageError("inbound faults are set per partner (--partner), not per endpoint")
 
+    settings = _settings()
+
     async def go(pool):
         if endpoint_id:
             row = await service.endpoint_or_404(pool, endpoint_id)
             return await service.set_endpoint_faults(pool, endpoint_id, {**json.loads(row["faults"]), **outbound})
+        await _require_partner(pool, partner_id, settings)
         current = await service.partner_faults(pool, partner_id)
         body = {}
         if inbound:
@@ -290,7 +305,7 @@ def set_faults(partner_id, endpoint_id, **values) -> None:
             body["outbound"] = {**current["outbound"], **outbound}
         return await service.set_partner_faults(pool, partner_id, body)
 
-    _echo_json(_run(go))
+    _echo_json(_run(go, partner_hint="'--partner'"))
 
 
 @faults_group.command("show")
@@ -300,12 +315,15 @@ def show_faults(partner_id, endpoint_id) -> None:
     """Print a partner's or an endpoint's fault profile."""
     _target(partner_id, endpoint_id)
 
+    settings = _settings()
+
     async def go(pool):
         if endpoint_id:
             return {"endpoint_id": endpoint_id, "outbound": json.loads((await service.endpoint_or_404(pool, endpoint_id))["faults"])}
+        await _require_partner(pool, partner_id, settings)
         return await service.partner_faults(pool, partner_id)
 
-    _echo_json(_run(go))
+    _echo_json(_run(go, partner_hint="'--partner'"))
 
 
 @faults_group.command("clear")
@@ -316,8 +334,14 @@ def clear_faults(partner_id, endpoint_id) -> None:
     _target(partner_id, endpoint_id)
     if endpoint_id:
         _echo_json(_run(lambda pool: service.set_endpoint_faults(pool, endpoint_id, {})))
-    else:
-        _echo_json(_run(lambda pool: service.set_partner_faults(pool, partner_id, {"inbound": {}, "outbound": {}})))
+        return
+    settings = _settings()
+
+    async def go(pool):
+        await _require_partner(pool, partner_id, settings)
+        return await service.set_partner_faults(pool, partner_id, {"inbound": {}, "outbound": {}})
+
+    _echo_json(_run(go, partner_hint="'--partner'"))
 
 
 @click.command("conformance")
@@ -341,7 +365,9 @@ def conformance(partner_id, since, until, output_format, output, fail_on_error) 
       kanal conformance BANKKALBAR --since 2025-09-24T00:00:00+07:00 --format html -o report.html
       kanal conformance BANKKALBAR --since 1h --fail-on-error     # in CI: exit 1 on any broken rule
 
-    Exit codes: 0 conformant (or --fail-on-error not given), 1 a rule was broken, 2 usage error.
+    Exit codes: 0 conformant, or no exchanges in the window (or --fail-on-error
+    not given); 1 a rule was broken; 2 usage error, such as a partner id that
+    no partner has.
     """
     now = dt.datetime.now(dt.UTC)
     try:
@@ -350,7 +376,13 @@ def conformance(partner_id, since, until, output_format, output, fail_on_error) 
         service.check_partner_id(partner_id)
     except ServiceError as error:
         raise click.BadParameter(error.detail) from None
-    data = _run(lambda pool: conformance_report.report(pool, partner_id, since=since_at, until=until_at))
+    settings = _settings()
+
+    async def go(pool):
+        await partners.require(pool, partner_id, settings)
+        return await conformance_report.report(pool, partner_id, since=since_at, until=until_at)
+
+    data = _run(go, partner_hint="PARTNER_ID")
     if output_format == "json":
         text = json.dumps(data, indent=2, ensure_ascii=False)
     elif output_format == "html":
@@ -382,6 +414,8 @@ def _text_report(data: dict[str, Any]) -> str:
                 detail = f": {x['detail']}" if x.get("detail") else ""
                 channel = "" if x.get("channel", "snap") == "snap" else f"{x['channel']} {x['path']} "
                 lines.append(f"  #{x['id']} {x['at']} {channel}{x['service_name']} -> {x['response']['code']} broke {x['rule']}{detail}")
+    elif s["exchanges"] == 0:
+        lines.append("No exchanges in this window: nothing to judge.")
     else:
         lines.append("Every exchange followed the protocol.")
     return "\n".join(lines)

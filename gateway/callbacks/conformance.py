@@ -244,7 +244,7 @@ def render_html(data: dict[str, Any]) -> str:
     """A self-contained page: inline CSS, no scripts, no external requests."""
     e = html.escape
     s = data["summary"]
-    status = "conformant" if s["conformant"] else f"{s['fail']} exchange(s) broke a rule"
+    status = "no exchanges" if s["exchanges"] == 0 else "conformant" if s["conformant"] else f"{s['fail']} exchange(s) broke a rule"
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>Kanal conformance: {e(data['partner_id'])}</title><style>{_CSS}</style></head><body>",
@@ -267,6 +267,8 @@ def render_html(data: dict[str, Any]) -> str:
                 f"<td>{e(rule['description'] or '')}</td><td><a href='#x{rule['first_exchange_id']}'>#{rule['first_exchange_id']}</a></td></tr>"
             )
         parts.append("</table>")
+    elif s["exchanges"] == 0:
+        parts.append("<p id='failed-rules'>None: there were no exchanges in this window.</p>")
     else:
         parts.append("<p id='failed-rules'>None: every exchange followed the protocol.</p>")
     parts.append("<h2>Exchanges</h2>")

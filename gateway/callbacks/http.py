@@ -17,7 +17,7 @@ import re
 
 from aiohttp import web
 
-from gateway.callbacks import conformance, service, store, worker
+from gateway.callbacks import conformance, partners, service, store, worker
 from gateway.callbacks.settings import CallbackSettings
 from gateway.http.common import json_ok, read_json
 from gateway.http.employer import Unauthorized, authenticated_employer, employer_of_path
@@ -258,22 +258,30 @@ async def replay_delivery(request: web.Request) -> web.Response:
 # --------------------------------------------------------------- faults --
 
 
+async def _partner(request: web.Request) -> str:
+    """The path's partner id: 422 when it cannot be one, 404 when no partner has it."""
+    partner_id = service.check_partner_id(request.match_info["partner_id"])
+    await partners.require(request.app[pool_key], partner_id, request.app[settings_key])
+    return partner_id
+
+
 @routes.get("/api/v1/partners/{partner_id}/faults")
 async def get_partner_faults(request: web.Request) -> web.Response:
     _require_admin(request)
-    return json_ok(await service.partner_faults(request.app[pool_key], request.match_info["partner_id"]))
+    return json_ok(await service.partner_faults(request.app[pool_key], await _partner(request)))
 
 
 @routes.put("/api/v1/partners/{partner_id}/faults")
 async def put_partner_faults(request: web.Request) -> web.Response:
     _require_admin(request)
-    return json_ok(await service.set_partner_faults(request.app[pool_key], request.match_info["partner_id"], await _body(request)))
+    partner_id = await _partner(request)
+    return json_ok(await service.set_partner_faults(request.app[pool_key], partner_id, await _body(request)))
 
 
 @routes.delete("/api/v1/partners/{partner_id}/faults")
 async def delete_partner_faults(request: web.Request) -> web.Response:
     _require_admin(request)
-    await service.set_partner_faults(request.app[pool_key], request.match_info["partner_id"], {"inbound": {}, "outbound": {}})
+    await service.set_partner_faults(request.app[pool_key], await _partner(request), {"inbound": {}, "outbound": {}})
     return web.Response(status=204)
 
 
@@ -297,8 +305,8 @@ def _window(request: web.Request, *, browsing: bool = False) -> tuple[dt.datetim
 async def conformance_page(request: web.Request) -> web.Response:
     """Browse: the summary and one page of exchanges, newest first."""
     _require_admin(request)
-    partner_id = service.check_partner_id(request.match_info["partner_id"])
     since, until = _window(request, browsing=True)
+    partner_id = await _partner(request)  # a malformed window is a 422 whoever the partner is
     verdict = request.query.get("verdict") or None
     if verdict not in (None, "pass", "fail", "fault", "error"):
         raise Invalid.field("verdict", "must be pass, fail, fault or error")
@@ -334,8 +342,8 @@ async def conformance_page(request: web.Request) -> web.Response:
 @routes.get("/api/v1/partners/{partner_id}/conformance.json")
 async def conformance_json(request: web.Request) -> web.Response:
     _require_admin(request)
-    partner_id = service.check_partner_id(request.match_info["partner_id"])
     since, until = _window(request)
+    partner_id = await _partner(request)  # a malformed window is a 422 whoever the partner is
     data = await conformance.report(request.app[pool_key], partner_id, since=since, until=until)
     response = json_ok(data)
     response.headers["Content-Disposition"] = f'attachment; filename="conformance-{partner_id}.json"'
@@ -345,7 +353,7 @@ async def conformance_json(request: web.Request) -> web.Response:
 @routes.get("/api/v1/partners/{partner_id}/conformance.html")
 async def conformance_html(request: web.Request) -> web.Response:
     _require_admin(request)
-    partner_id = service.check_partner_id(request.match_info["partner_id"])
     since, until = _window(request)
+    partner_id = await _partner(request)  # a malformed window is a 422 whoever the partner is
     data = await conformance.report(request.app[pool_key], partner_id, since=since, until=until)
     return web.Response(text=conformance.render_html(data), content_type="text/html", charset="utf-8")

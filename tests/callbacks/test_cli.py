@@ -67,6 +67,9 @@ async def test_register_fault_replay_from_the_command_line(callback_gateway, dat
 
 
 async def test_inbound_faults_from_the_command_line_and_precise_errors(callback_gateway, database_url):
+    from tests.snap.snap_support import register_partner
+
+    await register_partner(callback_gateway, partner_id="BANKCLI")  # faults are set for partners that exist
     set_ = await run(database_url, "faults", "set", "--partner", "BANKCLI", "--latency-ms", "250", "--server-error-percent", "10")
     assert set_.returncode == 0, set_.stderr
     shown = json.loads((await run(database_url, "faults", "show", "--partner", "BANKCLI")).stdout)
