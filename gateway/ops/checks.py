@@ -100,6 +100,18 @@ class HealthReport:
         }
 
 
+def _described(summary: str, *, callbacks: bool = False):
+    """What a check holds, in a few words (`kanal check --help` lists them),
+    and whether it reads the callbacks tables (skipped without them)."""
+
+    def mark(check):
+        check.summary = summary
+        check.needs_callbacks = callbacks
+        return check
+
+    return mark
+
+
 def _rows(records: list[asyncpg.Record]) -> list[dict]:
     out = []
     for record in records:
@@ -127,6 +139,7 @@ async def _offending(
 # ------------------------------------------------------------ the checks ----
 
 
+@_described("every entry balances")
 async def entries_balance(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     sql = """
         select e.id as entry_id, e.kind, e.payment_id, e.npp,
@@ -142,6 +155,7 @@ async def entries_balance(conn: asyncpg.Connection, limits: Limits) -> CheckResu
     )
 
 
+@_described("the trial balance is zero")
 async def trial_balance(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     by_kind = await conn.fetch(
         """select a.kind, coalesce(sum(p.amount_rupiah), 0)::bigint as sum_rupiah
@@ -165,6 +179,7 @@ async def trial_balance(conn: asyncpg.Connection, limits: Limits) -> CheckResult
     )
 
 
+@_described("each posted payment equals its bill")
 async def payment_equals_bill(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     sql = """
         select p.id as payment_id, p.payment_code, p.npp, p.bill_id, p.amount_rupiah,
@@ -179,6 +194,7 @@ async def payment_equals_bill(conn: asyncpg.Connection, limits: Limits) -> Check
     )
 
 
+@_described("no bill is paid twice")
 async def bill_paid_once(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     sql = """
         select b.id as bill_id, b.payment_code, b.npp, b.status as bill_status,
@@ -244,6 +260,7 @@ select coalesce(x.payment_id, g.payment_id) as payment_id, pay.bill_id, pay.paym
 """
 
 
+@_described("fund totals equal the bill lines")
 async def funds_equal_lines(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     return await _offending(
         conn, "funds_equal_lines", "Fund totals equal the bill lines", _FUNDS_SQL, limits,
@@ -252,6 +269,7 @@ async def funds_equal_lines(conn: asyncpg.Connection, limits: Limits) -> CheckRe
     )
 
 
+@_described("coverage counters equal a recount")
 async def coverage_counters(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     # Bucket by bucket, over all time: the counters (folded totals and the
     # deltas not folded yet, migration 0020) must add up to the number of
@@ -297,6 +315,7 @@ OUTBOX_WAITING_SQL = """
    and not exists (select 1 from callback_relayed r where r.outbox_id = o.id)"""
 
 
+@_described("the outbox is relayed", callbacks=True)
 async def outbox_lag(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     title = "The outbox is relayed"
     figures = {
@@ -337,6 +356,7 @@ async def outbox_lag(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     return result
 
 
+@_described("callback deliveries succeed", callbacks=True)
 async def delivery_failure_rate(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     title = "Callback deliveries succeed"
     if not await _table_exists(conn, "callback_deliveries"):
@@ -393,6 +413,7 @@ async def delivery_failure_rate(conn: asyncpg.Connection, limits: Limits) -> Che
     )
 
 
+@_described("callback counters equal a recount", callbacks=True)
 async def callback_counters(conn: asyncpg.Connection, limits: Limits) -> CheckResult:
     # What /metrics and the dashboard show (the folded totals and the deltas
     # not folded yet) against a recount, status by status. Rows written with

@@ -20,6 +20,16 @@ def _services():
     return click.get_current_context().find_root().obj
 
 
+def _checks_help() -> str:
+    """The checks' paragraph of `kanal check --help`, from the checks themselves."""
+    described = [f"{getattr(c, 'summary', c.__name__)} ({c.__name__})" for c in health.CHECKS]
+    callbacks = [c.__name__ for c in health.CHECKS if getattr(c, "needs_callbacks", False)]
+    text = f"The {len(health.CHECKS)} checks: " + "; ".join(described) + "."
+    if callbacks:
+        text += f" The {len(callbacks)} callback checks ({', '.join(callbacks)}) are skipped when callbacks are not installed."
+    return text
+
+
 @click.command("check")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report (verdicts and offending rows) as JSON.")
 @click.option("--only", "only", multiple=True, type=click.Choice(health.CHECK_NAMES),
@@ -34,11 +44,7 @@ def check(as_json, only, rows_max, outbox_lag_seconds_max, delivery_failure_perc
     """Check the ledger's invariants and print each verdict with the rows that
     break it. Exits 0 when healthy, 1 on any violation (for cron and CI).
 
-    \b
-    Checks: every entry balances; the trial balance is zero; each posted
-    payment equals its bill; no bill is paid twice; fund totals equal the bill
-    lines; coverage counters equal a recount; the outbox is relayed; callback
-    deliveries succeed (the last two are skipped without callbacks installed).
+    {checks}
 
     \b
     Examples:
@@ -63,6 +69,9 @@ def check(as_json, only, rows_max, outbox_lag_seconds_max, delivery_failure_perc
                 click.echo(f"         … and {result.rows_total - len(result.rows)} more")
         click.echo("healthy" if report.healthy else f"VIOLATIONS: {', '.join(report.violations)}")
     sys.exit(0 if report.healthy else 1)
+
+
+check.help = check.help.replace("{checks}", _checks_help())
 
 
 @click.command("reconcile")
@@ -141,8 +150,8 @@ def reconciliations() -> None:
 
 
 @reconciliations.command("list")
-@click.option("--limit", type=click.IntRange(1, rec.LIST_LIMIT_MAX), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=click.IntRange(1, rec.LIST_LIMIT_MAX), default=20, show_default=True, help="At most this many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(limit, as_json) -> None:
     """Imported statements, newest first.
 
@@ -160,7 +169,7 @@ def list_command(limit, as_json) -> None:
 
 @reconciliations.command("export")
 @click.argument("statement_id", type=int)
-@click.option("--format", "fmt", type=click.Choice(("csv", "json")), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(("csv", "json")), default="csv", show_default=True, help="The items' format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write here instead of standard output.")
 def export_command(statement_id, fmt, output) -> None:
@@ -184,17 +193,19 @@ def export_command(statement_id, fmt, output) -> None:
 
 
 @click.command("statement")
-@click.argument("from_date", type=click.DateTime(formats=["%Y-%m-%d"]))
-@click.argument("to_date", type=click.DateTime(formats=["%Y-%m-%d"]), required=False)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="camt.053", show_default=True)
+@click.argument("from_date", metavar="FROM_DATE", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.argument("to_date", metavar="[TO_DATE]", type=click.DateTime(formats=["%Y-%m-%d"]), required=False)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="camt.053", show_default=True,
+              help="camt.053 (a day's statement), camt.054 (notifications) or csv.")
 @click.option("--channel-prefix", default="", help="Only payments on channels starting with this.")
 @click.option("--statement-ref", default="", help="The statement id to write (default KANAL-<dates>).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write here instead of standard output.")
 def statement(from_date, to_date, fmt, channel_prefix, statement_ref, output) -> None:
     """Write the settlement statement a bank would send if it agreed with the
-    ledger exactly, for the days FROM_DATE to TO_DATE (Asia/Pontianak). Edit it
-    and feed it to `kanal reconcile` to see discrepancies found.
+    ledger exactly, for the days FROM_DATE to TO_DATE, both YYYY-MM-DD
+    (Asia/Pontianak; TO_DATE defaults to FROM_DATE). Edit it and feed it to
+    `kanal reconcile` to see discrepancies found.
 
     \b
     Example:

@@ -48,7 +48,7 @@ def simulate(services, scenario_path, workers, months, rate_per_second, concurre
     \b
     Examples:
       kanal simulate                                   3,000 workers, 3 months
-      kanal simulate --workers 100000 --duration 3     the issue 9 run (about 6 min on 2 quiet cores)
+      kanal simulate --workers 100000 --duration 3     the issue 9 run (about 3 minutes on 2 cores)
       kanal simulate --scenario rush --seed 7
       kanal simulate --scenario my.toml --rate 200 --json report.json
       kanal simulate --workers 1819430 --duration 1    the whole province (long)
