@@ -157,8 +157,8 @@ class KanalGroup(click.Group):
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="KANAL_DATA_DIR",
-    help="Where the embedded PostgreSQL keeps its data (ignored with DATABASE_URL). "
-    "Default: a per-user directory such as ~/.local/share/kanal.",
+    help="Where the embedded PostgreSQL keeps its data (unused with DATABASE_URL), and where `kanal serve` "
+    "keeps the admin token when KANAL_ADMIN_TOKEN is not set. Default: a per-user directory such as ~/.local/share/kanal.",
 )
 @click.version_option(package_name="kanal")
 @click.pass_context

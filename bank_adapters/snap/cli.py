@@ -36,7 +36,8 @@ def partner_group() -> None:
 @click.option("--service-id", default=None, help="partnerServiceId digits, padded to 8; default from the profile (12345).")
 @click.option("--padding", type=click.Choice(protocol.PADDINGS), default=None, help="How partnerServiceId is left-padded.")
 @click.option("--encoding", type=click.Choice(protocol.ENCODINGS), default=None, help="X-SIGNATURE encoding of the HMAC.")
-@click.option("--timestamp-tolerance-s", type=click.IntRange(1, partners.TIMESTAMP_TOLERANCE_S_MAX), default=None)
+@click.option("--timestamp-tolerance-s", type=click.IntRange(1, partners.TIMESTAMP_TOLERANCE_S_MAX), default=None,
+              help="How far X-TIMESTAMP may be from Kanal's clock, in seconds; default from the profile.")
 @click.option("--requests-per-second-max", type=click.IntRange(1), default=None, help="Rate limit per gateway process.")
 @click.option("--sandbox/--no-sandbox", default=None, help="Explain refused signatures; default: follow the gateway.")
 @click.option("--profile", default=None, help="Built-in profile (bank_kalbar, generic); default: by partner id.")
@@ -95,16 +96,16 @@ def snap_group() -> None:
 @click.option("--body", "body_file", type=click.File("r"), default=None, help="JSON body file ('-' for stdin); the token body when omitted with --private-key.")
 @click.option("--client-secret", default=None, help="HMAC key: sign a transaction request.")
 @click.option("--token", "access_token", default="", help="The access token (Bearer) the request will carry.")
-@click.option("--path", "endpoint_url", default="/snap" + client.PAYMENT_PATH, show_default=True, help="EndpointUrl: path and query as sent.")
-@click.option("--method", default="POST", show_default=True)
+@click.option("--path", "endpoint_url", default="/snap" + client.PAYMENT_PATH, show_default=True, help="Path and query as sent.")
+@click.option("--method", default="POST", show_default=True, help="HTTP method of the request.")
 @click.option("--timestamp", default=None, help="X-TIMESTAMP; default now in WIB.")
-@click.option("--encoding", type=click.Choice(protocol.ENCODINGS), default="base64", show_default=True)
-@click.option("--partner-id", default="PARTNER")
-@click.option("--channel-id", default="95221")
-@click.option("--external-id", default=None)
+@click.option("--encoding", type=click.Choice(protocol.ENCODINGS), default="base64", show_default=True, help="X-SIGNATURE encoding of the HMAC.")
+@click.option("--partner-id", default="PARTNER", show_default=True, help="X-PARTNER-ID to send.")
+@click.option("--channel-id", default="95221", show_default=True, help="CHANNEL-ID to send.")
+@click.option("--external-id", default=None, help="X-EXTERNAL-ID to send; default: a new random one.")
 @click.option("--client-key", default=None, help="With --private-key: sign a token request (service 73).")
 @click.option("--private-key", "private_key_file", type=click.File("r"), default=None, help="RSA private key PEM for the token request.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the headers and what was signed as one JSON object.")
 def snap_sign(
     body_file: Any,
     client_secret: str | None,
@@ -122,8 +123,11 @@ def snap_sign(
 ) -> None:
     """Print the headers a bank would send for BODY, and what was signed.
 
-    Transaction: --client-secret S --token T --path /snap/v1.0/transfer-va/payment --body body.json
-    Token:       --client-key K --private-key bank.pem
+    \b
+    A transaction request (HMAC-SHA512 with the client secret):
+      kanal snap sign --client-secret S --token T --path /snap/v1.0/transfer-va/payment --body body.json
+    A token request, service 73 (SHA256withRSA with the bank's private key):
+      kanal snap sign --client-key K --private-key bank.pem
     """
     timestamp = timestamp or protocol.format_timestamp()
     if private_key_file is not None:

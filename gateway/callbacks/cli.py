@@ -142,7 +142,7 @@ _endpoint_command("enable", "Enable an endpoint (pending deliveries then go out)
 _endpoint_command("disable", "Disable an endpoint (deliveries wait).", lambda pool, e: service.set_enabled(pool, e, False))
 _endpoint_command(
     "rotate-secret",
-    "New whsec_ secret; the old one keeps signing for KANAL_CALLBACKS_ROTATION_OVERLAP_S (default 24 h).",
+    "New whsec_ secret; the old one keeps signing for KANAL_CALLBACKS_ROTATION_OVERLAP_S seconds (default: a day).",
     lambda pool, e: service.rotate_secret(pool, CallbackSettings.from_env(), e),
 )
 _endpoint_command("replay-failed", "Send every failed, gone or dropped delivery of an endpoint again (re-enables it).", service.replay_failed)
@@ -268,8 +268,26 @@ def _fault_options(function):
         "drop_percent": "Outbound: share of deliveries never sent (until replayed).",
     }
     for name in reversed(_INBOUND + _OUTBOUND):
-        function = click.option("--" + name.replace("_", "-"), name, type=click.IntRange(0, 3_600_000), default=None, help=helps[name])(function)
+        function = click.option("--" + name.replace("_", "-"), name, type=_fault_range(name), default=None, help=helps[name])(function)
     return function
+
+
+def _fault_range(name: str) -> click.IntRange:
+    """The option's range is the profile model's own (a percent 0 to 100, each
+    duration its limit), so that --help shows what will be accepted."""
+    from annotated_types import Ge, Le
+
+    from bank_adapters.faults import InboundFaults
+    from gateway.callbacks.faults import OutboundFaults
+
+    model = InboundFaults if name in _INBOUND else OutboundFaults
+    low = high = None
+    for bound in model.model_fields[name].metadata:
+        if isinstance(bound, Ge):
+            low = bound.ge
+        elif isinstance(bound, Le):
+            high = bound.le
+    return click.IntRange(low, high)
 
 
 def _target(partner_id, endpoint_id) -> None:
@@ -309,8 +327,8 @@ def set_faults(partner_id, endpoint_id, **values) -> None:
 
 
 @faults_group.command("show")
-@click.option("--partner", "partner_id")
-@click.option("--endpoint", "endpoint_id")
+@click.option("--partner", "partner_id", help="A partner: its inbound and outbound profiles.")
+@click.option("--endpoint", "endpoint_id", help="One endpoint: its outbound profile.")
 def show_faults(partner_id, endpoint_id) -> None:
     """Print a partner's or an endpoint's fault profile."""
     _target(partner_id, endpoint_id)
@@ -327,8 +345,8 @@ def show_faults(partner_id, endpoint_id) -> None:
 
 
 @faults_group.command("clear")
-@click.option("--partner", "partner_id")
-@click.option("--endpoint", "endpoint_id")
+@click.option("--partner", "partner_id", help="A partner: clears its inbound and outbound profiles.")
+@click.option("--endpoint", "endpoint_id", help="One endpoint: clears its outbound profile.")
 def clear_faults(partner_id, endpoint_id) -> None:
     """Remove every fault of a partner or an endpoint."""
     _target(partner_id, endpoint_id)
@@ -352,7 +370,8 @@ def clear_faults(partner_id, endpoint_id) -> None:
     "[default: every exchange]",
 )
 @click.option("--until", help="Up to this time (same forms). [default: now]")
-@click.option("--format", "output_format", type=click.Choice(["text", "json", "html"]), default="text", show_default=True)
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "html"]), default="text", show_default=True,
+              help="text for a terminal, json for tools, html for a self-contained page.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here instead of stdout.")
 @click.option("--fail-on-error", is_flag=True, help="Exit 1 when any exchange broke a protocol rule (for CI pipelines).")
 def conformance(partner_id, since, until, output_format, output, fail_on_error) -> None:
