@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
+COMMANDS = ("demo", "test", "bench")
 
 
 def ensure_environment() -> None:
@@ -62,6 +63,10 @@ def main() -> int:
         print(__doc__)
         return 0
     command, rest = sys.argv[1], sys.argv[2:]
+    if command not in COMMANDS:
+        # Before anything is created or installed: a typo costs nothing.
+        print(f"unknown command {command!r}; choose one of: {', '.join(COMMANDS)}\n{__doc__}", file=sys.stderr)
+        return 2
     ensure_environment()
     if command == "demo":
         return run([str(BIN / "kanal"), "demo", *rest])
@@ -69,10 +74,7 @@ def main() -> int:
     if command == "test":
         ensure_chromium()
         return run([str(PYTHON), "-m", "pytest", *rest])
-    if command == "bench":
-        return run([str(PYTHON), "-m", "bench", *rest])
-    print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
-    return 2
+    return run([str(PYTHON), "-m", "bench", *rest])  # command == "bench"
 
 
 if __name__ == "__main__":
