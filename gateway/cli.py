@@ -392,6 +392,31 @@ class _Done(Exception):
     pass
 
 
+def kanal_command() -> str:
+    """How to run this same `kanal` from the current directory: `kanal` when
+    that is what the shell finds, else the path of the running executable
+    (relative when it is under the current directory, as .venv/bin/kanal is
+    after `python3 dev.py demo`), or `python -m gateway.cli`."""
+    import os
+    import shlex
+    import shutil
+
+    def shown(path: str) -> str:
+        absolute = os.path.abspath(path)
+        relative = os.path.relpath(absolute)
+        if not relative.startswith(os.pardir + os.sep) and relative != os.pardir:
+            absolute = relative if os.sep in relative else os.curdir + os.sep + relative
+        return shlex.quote(absolute)
+
+    running = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if os.path.basename(running) == "kanal" and os.path.exists(running):
+        found = shutil.which("kanal")
+        if found and os.path.samefile(found, running):
+            return "kanal"
+        return shown(running)
+    return f"{shown(sys.executable)} -m gateway.cli"
+
+
 async def _print_demo_banner(gateway) -> None:
     from gateway.domain.periods import WIB, Period
 
@@ -431,7 +456,12 @@ async def _print_demo_banner(gateway) -> None:
     if bill:
         amount = f"{bill['total_rupiah']:,}".replace(",", ".")
         lines += ["", f"An open seeded bill to pay through a bank adapter: payment code {bill['payment_code']} (Rp{amount})"]
-    lines += ["", "Check the ledger from another terminal:  kanal check", "Simulate the go-live:                    kanal simulate --help"]
+    kanal = kanal_command()
+    lines += [
+        "",
+        f"Check the ledger from another terminal:  {kanal} check",
+        f"Simulate the go-live:                    {kanal} simulate --help",
+    ]
     lines.append("\nCtrl-C to stop.")
     click.echo("\n".join(lines))
 

@@ -1,0 +1,71 @@
+"""The demo's closing lines tell the user what to run next from another
+terminal; the command must run as printed. After `python3 dev.py demo`
+`kanal` is .venv/bin/kanal, not on PATH."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def install_kanal_script(folder: Path) -> Path:
+    """A `kanal` console script like the one pip writes into .venv/bin, running this tree's code."""
+    folder.mkdir(parents=True)
+    script = folder / "kanal"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from gateway.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+async def demo_banner(command: str, cwd: Path, database_url: str, path: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KANAL_")}
+    env.update({"DATABASE_URL": database_url, "KANAL_LOG_FORMAT": "json", "PATH": path})
+    process = await asyncio.create_subprocess_exec(
+        command, "demo", "--port", "0", "--iso8583-port", "0", "--employers", "2", "--workers", "6", "--exit-after-seed",
+        cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+def next_steps(banner: str) -> tuple[str, str]:
+    check = re.search(r"Check the ledger from another terminal: +(.+)$", banner, re.M).group(1)
+    simulate = re.search(r"Simulate the go-live: +(.+)$", banner, re.M).group(1)
+    return check, simulate
+
+
+async def test_after_dev_py_demo_the_banner_names_venv_bin_kanal(database_url, tmp_path):
+    clone = tmp_path / "clone"
+    script = install_kanal_script(clone / ".venv" / "bin")
+    banner = await demo_banner(str(script), clone, database_url, path="/usr/bin:/bin")
+    check, simulate = next_steps(banner)
+    assert check == ".venv/bin/kanal check"
+    assert simulate == ".venv/bin/kanal simulate --help"
+    # And it runs as printed, from the same directory.
+    process = await asyncio.create_subprocess_shell(
+        simulate, cwd=clone, env={"PATH": "/usr/bin:/bin"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert b"Simulate the Bank Kalbar go-live" in out
+
+
+async def test_with_kanal_on_path_the_banner_says_kanal(database_url, tmp_path):
+    folder = tmp_path / "bin"
+    install_kanal_script(folder)
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    banner = await demo_banner("kanal", elsewhere, database_url, path=f"{folder}:/usr/bin:/bin")
+    assert next_steps(banner) == ("kanal check", "kanal simulate --help")
