@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -114,6 +115,7 @@ class KanalGroup(click.Group):
     def invoke(self, ctx):
         from bank_adapters.base import AdapterSettingsError
         from gateway.runtime import PortInUse
+        from gateway.store.database import DatabaseUnreachable
         from gateway.service.errors import ServiceError
 
         try:
@@ -125,6 +127,10 @@ class KanalGroup(click.Group):
             raise SettingError(f"{error}{where}") from None
         except PortInUse as error:
             raise click.ClickException(str(error)) from None
+        except DatabaseUnreachable as error:
+            given = os.environ.get("DATABASE_URL") or os.environ.get("KANAL_DATABASE_URL")
+            where = "DATABASE_URL" if given else "the embedded server in --data-dir"
+            raise click.ClickException(f"{error} (from {where})") from None
         except ServiceError as error:
             fields = "; ".join(f"{e['field']}: {e['problem']}" for e in error.errors)
             raise click.ClickException(error.detail + (f" ({fields})" if fields and fields not in error.detail else "")) from None

@@ -56,7 +56,8 @@ async def prepare_database(url: str, adapters: list[BankAdapter], *, embedded: b
     With DATABASE_URL the database named there must exist (it is the user's)."""
     if embedded:
         await database.ensure_database(database.database_url_with_name(url, "postgres"), database.APP_DATABASE)
-    conn = await asyncpg.connect(url)
+    async with database.connecting(url):
+        conn = await asyncpg.connect(url)
     try:
         return await migrate.apply_migrations(conn, all_migrations(adapters))
     finally:

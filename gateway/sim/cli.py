@@ -111,7 +111,10 @@ async def recreate_database(admin_url: str, name: str) -> None:
 
     if not name.replace("_", "").isalnum():
         raise click.BadParameter(f"{name!r}: letters, digits and '_' only", param_hint="--database")
-    conn = await asyncpg.connect(admin_url)
+    from gateway.store.database import connecting
+
+    async with connecting(admin_url):
+        conn = await asyncpg.connect(admin_url)
     try:
         await conn.execute(f'drop database if exists "{name}" with (force)')
         await conn.execute(f'create database "{name}"')

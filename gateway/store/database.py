@@ -8,6 +8,7 @@ stopped when the last process using it exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import warnings
@@ -91,7 +92,44 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     would leave session state behind."""
 
 
+class DatabaseUnreachable(ConnectionError):
+    """PostgreSQL could not be reached, or refused the connection (wrong
+    password, no such database, starting up): one line naming the server,
+    never the password."""
+
+
+# What asyncpg raises when the server answers but will not take the connection.
+_REFUSED = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidCatalogNameError, asyncpg.CannotConnectNowError)
+
+
+def server_of(url: str) -> str:
+    """host:port/database of a PostgreSQL URL, without its user or password
+    (a Unix socket's folder when the URL names one)."""
+    parts = urlsplit(url)
+    socket_dir = next((value for key, _, value in (p.partition("=") for p in parts.query.split("&")) if key == "host"), "")
+    host = socket_dir or parts.hostname or "localhost"
+    port = parts.port or 5432
+    return f"{host}:{port}/{parts.path.lstrip('/') or '(default database)'}"
+
+
+@contextlib.asynccontextmanager
+async def connecting(url: str):
+    """Turns a failed connection to `url` into DatabaseUnreachable."""
+    try:
+        yield
+    except DatabaseUnreachable:
+        raise
+    except (OSError, TimeoutError, *_REFUSED) as error:
+        raise DatabaseUnreachable(f"cannot connect to PostgreSQL at {server_of(url)}: {error}") from error
+
+
 async def create_pool(url: str, *, size_min: int = 2, size_max: int = 16, statement_timeout_ms: int = 10_000) -> asyncpg.Pool:
+    async with connecting(url):
+        return await _create_pool(url, size_min=size_min, size_max=size_max, statement_timeout_ms=statement_timeout_ms)
+
+
+async def _create_pool(url: str, *, size_min: int, size_max: int, statement_timeout_ms: int) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         url,
         min_size=size_min,

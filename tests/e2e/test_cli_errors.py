@@ -108,3 +108,24 @@ async def test_callbacks_add_refuses_a_wrong_option_as_a_usage_error(option, val
     assert f"Error: {expected}" in err
     if option == "--description":
         assert "at most 200 characters" in err
+
+
+async def test_an_unreachable_database_is_one_line_naming_the_server_not_the_password():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for command in (("check",), ("coverage",), ("conformance", "BANKX"), ("simulate", "--workers", "100")):
+        code, _, err = await kanal(*command, env={"DATABASE_URL": f"postgresql://kanal:hunter2@127.0.0.1:{port}/kanal"})
+        assert code == 1, (command, err)
+        assert_no_traceback(err)
+        assert f"Error: cannot connect to PostgreSQL at 127.0.0.1:{port}/" in err, (command, err)
+        assert "(from DATABASE_URL)" in err and "hunter2" not in err, err
+
+
+async def test_a_database_that_does_not_exist_is_named(database_url):
+    from gateway.store.database import database_url_with_name
+
+    code, _, err = await kanal("check", env={"DATABASE_URL": database_url_with_name(database_url, "no_such_db")})
+    assert code == 1, err
+    assert_no_traceback(err)
+    assert 'database "no_such_db" does not exist' in err and "Error: cannot connect to PostgreSQL at " in err, err
