@@ -168,26 +168,20 @@ def _check_rows(rows: Sequence[ParticipantRow]) -> _Checked:
         def refuse(field: str, problem: str, row: int = r.row, problems: list[dict] = problems) -> None:
             problems.append({"row": row, "field": field, "problem": problem})
 
-        if r.kpj is not None:
+        for field, validate, first_row in (("kpj", codes.validate_kpj, checked.first_kpj),
+                                           ("nik", codes.validate_nik, checked.first_nik)):
+            if getattr(r, field) is None:
+                continue
             try:
-                r.kpj = codes.validate_kpj(r.kpj)
+                value = validate(getattr(r, field))
             except DomainError as e:
                 refuse(e.field, e.problem)
+                continue
+            setattr(r, field, value)
+            if value in first_row:
+                refuse(field, f"duplicate of row {first_row[value]} in this upload")
             else:
-                if r.kpj in checked.first_kpj:
-                    refuse("kpj", f"duplicate of row {checked.first_kpj[r.kpj]} in this upload")
-                else:
-                    checked.first_kpj[r.kpj] = r.row
-        if r.nik is not None:
-            try:
-                r.nik = codes.validate_nik(r.nik)
-            except DomainError as e:
-                refuse(e.field, e.problem)
-            else:
-                if r.nik in checked.first_nik:
-                    refuse("nik", f"duplicate of row {checked.first_nik[r.nik]} in this upload")
-                else:
-                    checked.first_nik[r.nik] = r.row
+                first_row[value] = r.row
         if r.name is not None:
             if not r.name or len(r.name) > 200:
                 refuse("name", "must be 1 to 200 characters")
