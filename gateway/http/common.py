@@ -60,27 +60,45 @@ def located_errors(error: ValidationError) -> list[tuple[tuple, dict]]:
     return out
 
 
-def model_or_errors(model: type[M], raw: Any) -> tuple[M | None, list[tuple[tuple, dict]]]:
+class Refused(list):
+    """The model's errors as (loc, {field, problem}), in the model's order,
+    with an index of where they are: whether a location has an error at,
+    above or under it is a few set lookups, however many errors there are (a
+    batch of 10,000 rows can have 10,000, and every value of every row is
+    asked about)."""
+
+    def __init__(self, errors: list[tuple[tuple, dict]] = ()) -> None:
+        super().__init__(errors)
+        self.at = {loc for loc, _ in self}
+        self.above = {loc[:k] for loc, _ in self for k in range(len(loc) + 1)}  # each error's location and its parents
+
+    def covers(self, loc: tuple) -> bool:
+        """An error at `loc`, under it, or at one of its parents."""
+        return loc in self.above or any(loc[:k] in self.at for k in range(len(loc)))
+
+
+def model_or_errors(model: type[M], raw: Any) -> tuple[M | None, Refused]:
     """The model, or None and its errors with their locations, so a route can
     still run its own checks on the values the model did not refuse and
     report every problem of the request in one answer."""
     try:
-        return model.model_validate(raw), []
+        return model.model_validate(raw), Refused()
     except ValidationError as error:
-        return None, located_errors(error)
+        return None, Refused(located_errors(error))
 
 
 _MISSING = object()
+# What the wire models' str_strip_whitespace strips: Unicode's White_Space.
+# Python's str.strip() also strips U+001C-U+001F, which the models keep.
+_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
-def value_given(raw: Any, loc: tuple, refused: list[tuple[tuple, dict]]) -> Any:
+def value_given(raw: Any, loc: tuple, refused: Refused) -> Any:
     """The raw value at `loc` if the model had no error at, above or under it
     (text stripped, as the wire models strip it); else None. None means: the
     model already reported this value, so checks that need it are skipped."""
-    for error_loc, _ in refused:
-        shorter = min(len(error_loc), len(loc))
-        if error_loc[:shorter] == loc[:shorter]:
-            return None
+    if refused.covers(loc):
+        return None
     value = raw
     for part in loc:
         if isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value):
@@ -91,7 +109,7 @@ def value_given(raw: Any, loc: tuple, refused: list[tuple[tuple, dict]]) -> Any:
             return None
         if value is _MISSING:
             return None
-    return value.strip() if isinstance(value, str) else value
+    return value.strip(_WHITE_SPACE) if isinstance(value, str) else value
 
 
 def in_order(keyed: list[tuple[tuple, dict]]) -> list[dict]:

@@ -10,6 +10,7 @@ import io
 from aiohttp import web
 
 from gateway.http.common import (
+    Refused,
     in_order,
     json_ok,
     model_or_errors,
@@ -123,7 +124,7 @@ async def add_participants(request: web.Request) -> web.Response:
     return await _save_rows(request, employer, rows, batch.mode)
 
 
-async def _refused_participants(request, employer, raw, batched: bool, refused: list[tuple[tuple, dict]]) -> list[dict]:
+async def _refused_participants(request, employer, raw, batched: bool, refused: Refused) -> list[dict]:
     """The model's errors and, for the values it did not refuse, the rows'
     own (format, duplicates, already registered): every problem at once, in
     the model's field names (`participants.0.kpj`, or `kpj` for one worker),
@@ -144,7 +145,7 @@ async def _refused_participants(request, employer, raw, batched: bool, refused: 
     rows = []
     for n, entry in enumerate(entries, start=1):
         at = (*prefix, n - 1) if batched else ()
-        if not isinstance(entry, dict) or any(loc == at for loc, _ in refused):
+        if not isinstance(entry, dict) or at in refused.at:
             continue  # not an object: nothing in it to check
         values = {name: value_given(raw, (*at, name), refused) for name in svc.PARTICIPANT_FIELDS}
         if "segment" not in entry:
@@ -220,7 +221,10 @@ def parse_csv_wage(text: str) -> tuple[int | None, str | None]:
         elif "." in text or "," in text:
             problem_text = "must be a whole number of rupiah (no decimals or separators)"
         return None, f"{text!r} {problem_text}"
-    wage = int(text)
+    digits = text.lstrip("0") or "0"  # int() refuses more than 4,300 digits, leading zeros included
+    if len(digits) > len(str(WAGE_RUPIAH_MAX)):
+        return None, f"must be at most {WAGE_RUPIAH_MAX:,} rupiah"
+    wage = int(digits)
     if wage <= 0:
         return None, "must be greater than 0"
     if wage > WAGE_RUPIAH_MAX:
@@ -288,8 +292,9 @@ async def submit_wage_report(request: web.Request) -> web.Response:
     if keyed:
         # Refused whatever else: the domain's problems (each KPJ checked at
         # its first line) join the model's and the duplicates.
-        async with request.app[pool_key].acquire() as conn:
-            check = await svc.check_wage_report(
+        # By key, as the report itself: the statements' cached plans are shared.
+        async with request.app[pool_key].acquire() as conn, conn.transaction():
+            check = await svc.check_wage_report_by_key(
                 conn, employer, period_text, [(n, kpj) for kpj, n in firsts.items()], utc_now()
             )
         raise Invalid.many(in_order(keyed + check.all_problems()))

@@ -404,6 +404,12 @@ async def check_wage_report(
     return WageReportCheck(period, participants, problems, already)
 
 
+# For a caller that refuses the report before submitting it (the HTTP route,
+# when the model refused something too): in a transaction, with the report's
+# own plans.
+check_wage_report_by_key = _by_key(check_wage_report)
+
+
 @_by_key
 async def submit_wage_report(
     conn: asyncpg.Connection,

@@ -294,3 +294,74 @@ async def test_wage_report_of_an_employer_without_workers_names_the_period_too(g
     assert [e["field"] for e in problem["errors"]] == ["period", "participants"]
     assert problem["errors"][1]["problem"] == "employer EVRY0202 has no registered participants to report"
     assert await fingerprint(gateway_server.pool) == before
+
+
+# ------------------------------------------- review of the change (helper) ---
+
+
+async def test_a_wage_report_with_every_wage_a_string_lists_each_line_once(gateway_server, http):
+    """A common integrator mistake, 6,000 lines of it: each wage line is
+    named once, in line order (the lookup of what the model refused was
+    once quadratic in the lines, and held the event loop for ~10 s)."""
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="RVWQ0001")
+    lines = [{"kpj": make_kpj(600_000 + i), "wage": "5000000"} for i in range(6_000)]
+    async with http.post(f"{base}/api/v1/employers/RVWQ0001/wage-reports",
+                         json={"period": last_month(), "wages": lines}, headers=auth) as r:
+        assert r.status == 422
+        errors = (await r.json())["errors"]
+    wage_errors = [e["field"] for e in errors if e["field"].endswith(".wage")]
+    assert wage_errors == [f"wages.{n}.wage" for n in range(6_000)]
+
+
+async def test_what_the_model_refused_is_looked_up_not_scanned():
+    """value_given asks a few set lookups per value, however many errors the
+    model reported: 20,000 errors and 20,000 values, counted."""
+    from gateway.http.common import Refused, value_given
+
+    class Counting(set):
+        asked = 0
+
+        def __contains__(self, item) -> bool:
+            Counting.asked += 1
+            return super().__contains__(item)
+
+    refused = Refused([(("wages", n, "wage"), {"field": f"wages.{n}.wage", "problem": "bad"}) for n in range(20_000)])
+    refused.at, refused.above = Counting(refused.at), Counting(refused.above)
+    raw = {"wages": [{"kpj": f" {n:011d} ", "wage": "5"} for n in range(20_000)]}
+    kpjs = [value_given(raw, ("wages", n, "kpj"), refused) for n in range(20_000)]
+    assert kpjs == [f"{n:011d}" for n in range(20_000)]
+    assert [value_given(raw, ("wages", n, "wage"), refused) for n in (0, 19_999)] == [None, None]
+    assert value_given(raw, ("wages",), refused) is None  # errors under it
+    assert Counting.asked <= 20_002 * 4  # one lookup per part of each location, and one more
+
+
+async def test_a_refused_worker_is_judged_on_the_values_the_model_accepted(gateway_server, http):
+    """The models strip Unicode white space, not U+001C-U+001F as Python's
+    str.strip() does: a refused request's other values are judged as the
+    model reads them."""
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="RVWS0001")
+    url = f"{base}/api/v1/employers/RVWS0001/participants"
+    worker = {"kpj": make_kpj(710_001) + "\x1f", "nik": make_nik(710_001), "name": "\x1f", "wage": 0}
+    async with http.post(url, json=worker, headers=auth) as r:
+        assert r.status == 422
+        with_bad_wage = {e["field"]: e["problem"] for e in (await r.json())["errors"]}
+    async with http.post(url, json={**worker, "wage": 5_000_000}, headers=auth) as r:
+        assert r.status == 422
+        next_try = {e["field"]: e["problem"] for e in (await r.json())["errors"]}
+    assert set(next_try) == {"kpj"}
+    assert set(with_bad_wage) == {"kpj", "wage"}, with_bad_wage
+
+
+async def test_a_csv_wage_of_5000_digits_is_a_422_naming_the_limit(gateway_server, http):
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="RVWD0001")
+    data = (f"kpj,nik,name,wage,segment\n{make_kpj(720_001)},{make_nik(720_001)},Budi,{'9' * 5000},PU\n"
+            f"{make_kpj(720_002)},{make_nik(720_002)},Sari,{'0' * 5000}4500000,PU\n")
+    async with http.post(f"{base}/api/v1/employers/RVWD0001/participants.csv", data=data,
+                         headers={**auth, **CSV}) as r:
+        assert r.status == 422, await r.text()
+        body = await r.json()
+    assert pairs(body) == [(1, "wage")]  # the second row's leading zeros are still Rp4,500,000
+    assert "must be at most" in body["errors"][0]["problem"]
