@@ -299,10 +299,14 @@ def _admin_token_or_file(settings: Settings) -> None:
     try:
         token = admin_token_from_file(path)
     except OSError as error:
-        raise click.ClickException(
-            f"KANAL_ADMIN_TOKEN is not set and the admin token could not be written to {path} "
-            f"({error.strerror}); set KANAL_ADMIN_TOKEN, or --data-dir to a folder you can write"
-        ) from None
+        # A read-only file system, a HOME that cannot be written: the gateway
+        # still serves banks and employers, as it did before the file.
+        click.echo(
+            f"KANAL_ADMIN_TOKEN is not set and {path} cannot be written ({error.strerror or error}): "
+            "the admin routes refuse every request until KANAL_ADMIN_TOKEN is set.",
+            err=True,
+        )
+        return
     settings.admin_token = SecretStr(token)
     click.echo(
         f"KANAL_ADMIN_TOKEN is not set: the admin token is in {path} (readable only by you); "

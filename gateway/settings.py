@@ -6,14 +6,22 @@ bare machine; `kanal serve` turns the sandbox off unless asked.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
+import tempfile
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; processes starting together may each write a token
+    fcntl = None  # type: ignore[assignment]
 
 
 def default_data_dir() -> Path:
@@ -29,29 +37,58 @@ def new_admin_token() -> str:
 
 def admin_token_from_file(path: Path) -> str:
     """The admin token kept in `path`, readable by this user only (0600):
-    the one already there, or a new one written there. A file others may read
-    is not trusted: a new token replaces it."""
+    the one already there, or a new one written there.
+
+    Nothing planted in the folder is trusted or written through. The file is
+    opened without following a symbolic link and judged on what was opened
+    (a regular file of this user's that no one else may read, else a new
+    token replaces it). A new token is written to a fresh temporary file
+    (created exclusively, 0600 from the start) and renamed over `path`, which
+    replaces a link there rather than writing to its target. Processes
+    starting together take turns on a lock file beside it, so they all end
+    with the one token in the file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
     try:
-        stat = path.stat()
-        if stat.st_mode & 0o077 == 0 and stat.st_uid == os.getuid():
-            token = path.read_text(encoding="utf-8").strip()
-            if token:
-                return token
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when `lock` is closed
+        token = _trusted_token(path)
+        if token is not None:
+            return token
+        token = new_admin_token()
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            os.write(fd, (token + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+        return token
+    finally:
+        os.close(lock)
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _trusted_token(path: Path) -> str | None:
+    """The token in `path` if it is a regular file of this user's that no
+    one else may read or write (judged on the opened file, not the name)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
     except FileNotFoundError:
-        pass
-    token = new_admin_token()
-    # Written beside it with 0600 from the start, then renamed over it: the
-    # token is never in a file others can read, not even for a moment.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a symbolic link: not this user's file
+            return None
+        raise
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (token + "\n").encode())
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or opened.st_uid != os.getuid() or opened.st_mode & 0o077:
+            return None
+        return os.read(fd, 4096).decode("utf-8", errors="replace").strip() or None
     finally:
         os.close(fd)
-    os.replace(temporary, path)
-    return token
 
 
 class Settings(BaseSettings):

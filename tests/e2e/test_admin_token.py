@@ -112,3 +112,79 @@ def test_docker_compose_requires_an_admin_token_and_ships_none():
     found = re.fullmatch(r"\$\{KANAL_ADMIN_TOKEN:\?([^}$]+)\}", value)
     assert found, value
     assert "set KANAL_ADMIN_TOKEN" in found.group(1)
+
+
+# ------------------------------------------- review of the token file -------
+# (each failed on a4b19be, the first version of the file)
+
+
+def test_a_symlink_planted_at_any_name_beside_the_token_is_never_written_through(tmp_path):
+    """Whoever can write in the data dir may plant links: at the token's name,
+    at names a temporary file might take. No file behind a link is read,
+    truncated, re-moded or written, and the token ends in a file of its own."""
+    from gateway.settings import admin_token_from_file
+
+    data_dir = tmp_path / "kanal-data"
+    data_dir.mkdir(mode=0o700)
+    precious = tmp_path / "deploy.sh"
+    precious.write_text("#!/bin/sh\necho keep me\n")
+    precious.chmod(0o755)
+    secret = tmp_path / "some-other-secret"
+    secret.write_text("hunter2\n")
+    secret.chmod(0o600)
+    (data_dir / "admin-token").symlink_to(secret)
+    for pid in range(os.getpid() - 5, os.getpid() + 50):  # the names the first version wrote through
+        (data_dir / f".admin-token.{pid}").symlink_to(precious)
+    token = admin_token_from_file(data_dir / "admin-token")
+    assert token != "hunter2" and token.startswith("adm_")
+    assert precious.read_text() == "#!/bin/sh\necho keep me\n" and stat.S_IMODE(precious.stat().st_mode) == 0o755
+    assert secret.read_text() == "hunter2\n"
+    assert not (data_dir / "admin-token").is_symlink()
+    assert (data_dir / "admin-token").read_text().strip() == token
+    assert stat.S_IMODE((data_dir / "admin-token").stat().st_mode) == 0o600
+    assert admin_token_from_file(data_dir / "admin-token") == token  # and it is kept
+
+
+def _one_start(path: str, barrier, results) -> None:
+    from gateway.settings import admin_token_from_file
+
+    barrier.wait()
+    results.put(admin_token_from_file(Path(path)))
+
+
+def test_gateways_starting_together_end_with_the_one_token_in_the_file(tmp_path):
+    """Four processes released at once on a new data dir, 20 times: each one
+    uses the token the file holds (with no lock, one in two rounds ended with
+    a process serving a token that was in no file)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        path = tmp_path / f"data-{round_}" / "admin-token"
+        barrier = context.Barrier(4)
+        results = context.Queue()
+        processes = [context.Process(target=_one_start, args=(str(path), barrier, results)) for _ in range(4)]
+        for p in processes:
+            p.start()
+        tokens = {results.get(timeout=30) for _ in processes}
+        for p in processes:
+            p.join()
+        assert tokens == {path.read_text().strip()}, f"round {round_}: {len(tokens)} different tokens in use"
+
+
+async def test_serve_starts_when_the_token_file_cannot_be_written_and_says_so(database_url, tmp_path):
+    """With DATABASE_URL the data dir need not be writable (a read-only root
+    file system): serve starts, banks are served, and one line says the admin
+    routes are closed until KANAL_ADMIN_TOKEN is set. (As root, chmod cannot
+    make a folder unwritable: a path under a regular file fails the same way.)"""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    process, url, lines = await start_serve(database_url, blocker / "kanal")
+    try:
+        told = [line for line in lines if "KANAL_ADMIN_TOKEN" in line]
+        assert len(told) == 1 and "cannot be written" in told[0] and "refuse every request" in told[0], lines
+        assert await status(url, None) == 401
+        async with aiohttp.ClientSession() as session, session.get(url + "/healthz") as response:
+            assert response.status == 200
+    finally:
+        await stop(process)
