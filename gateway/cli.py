@@ -25,7 +25,7 @@ from typing import TypeVar
 import click
 from pydantic import SecretStr
 
-from gateway.settings import Settings
+from gateway.settings import Settings, default_data_dir
 
 T = TypeVar("T")
 
@@ -467,6 +467,14 @@ async def _print_demo_banner(gateway) -> None:
         amount = f"{bill['total_rupiah']:,}".replace(",", ".")
         lines += ["", f"An open seeded bill to pay through a bank adapter: payment code {bill['payment_code']} (Rp{amount})"]
     kanal = kanal_command()
+    settings = gateway.settings
+    if settings.database_url:
+        # The URL may carry a password: not printed.
+        lines += ["", "The commands below need the same DATABASE_URL in their terminal."]
+    elif settings.data_dir.resolve() != default_data_dir().resolve():
+        import shlex
+
+        kanal += f" --data-dir {shlex.quote(str(settings.data_dir))}"  # this demo's ledger, not the default one
     lines += [
         "",
         f"Check the ledger from another terminal:  {kanal} check",

@@ -5,6 +5,7 @@ terminal; the command must run as printed. After `python3 dev.py demo`
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -69,3 +70,28 @@ async def test_with_kanal_on_path_the_banner_says_kanal(database_url, tmp_path):
     elsewhere.mkdir()
     banner = await demo_banner("kanal", elsewhere, database_url, path=f"{folder}:/usr/bin:/bin")
     assert next_steps(banner) == ("kanal check", "kanal simulate --help")
+
+
+async def test_the_banner_checks_the_demos_own_ledger(tmp_path):
+    """`kanal --data-dir D demo`: the printed check command names D, so that
+    run from another terminal it checks this demo's ledger, not the default
+    data dir's (found in review: it printed `kanal check`, which started the
+    default server and could call an empty ledger healthy)."""
+    data_dir = tmp_path / "demo-data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KANAL_") and k != "DATABASE_URL"}
+    env["KANAL_LOG_FORMAT"] = "json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "--data-dir", str(data_dir), "demo", "--port", "0", "--iso8583-port", "0",
+        "--employers", "2", "--workers", "6", "--exit-after-seed",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, err.decode()
+    check = re.search(r"Check the ledger from another terminal: +(.+)$", out.decode(), re.M).group(1)
+    assert check.endswith(f" --data-dir {data_dir} check"), check
+    ran = await asyncio.create_subprocess_shell(check + " --json", env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    report, err = await asyncio.wait_for(ran.communicate(), timeout=120)
+    assert ran.returncode == 0, err.decode()
+    trial = next(c for c in json.loads(report)["checks"] if c["name"] == "trial_balance")
+    assert trial["figures"]["by_kind"]["asset"] > 0  # the demo's paid bills: its ledger, not an empty one
