@@ -7,7 +7,13 @@ A partner is known when it is
 - an ISO 8583 link's partner: named in KANAL_ADAPTERS__ISO8583__PARTNER_IDS,
   or iso8583-<acquirer> for an acquirer the link's profile accepts (any
   acquirer when the profile lists none);
+- the portal's virtual bank, KANAL-PORTAL-VBANK, before its first payment too;
 - or has left a trace: an exchange, a partner callback endpoint, a fault profile.
+
+A limit: the ISO 8583 names come from the settings of the process asking. A
+shell without the gateway's KANAL_ADAPTERS__ISO8583__PARTNER_IDS refuses a
+name only that setting gives until the link has carried an exchange (the
+refusal says so); the gateway's own HTTP routes know it.
 """
 
 from __future__ import annotations
@@ -67,16 +73,26 @@ async def _snap_partners(pool: asyncpg.Pool) -> list[str]:
     return [r["partner_id"] for r in await pool.fetch("select partner_id from snap_partners order by partner_id")]
 
 
+def _built_in() -> list[str]:
+    """Partners every gateway has, registered on first use: the portal's
+    virtual bank (gateway/portal/virtual_bank.py)."""
+    from gateway.portal.virtual_bank import PARTNER_ID
+
+    return [PARTNER_ID]
+
+
 async def registered(pool: asyncpg.Pool, settings: Any) -> list[str]:
     """The partner ids registered (SNAP) or configured (ISO 8583), sorted."""
     iso_names, _ = _iso8583_names(settings)
-    return sorted(set(await _snap_partners(pool)) | set(iso_names))
+    return sorted(set(await _snap_partners(pool)) | set(iso_names) | set(_built_in()))
 
 
 async def require(pool: asyncpg.Pool, partner_id: str, settings: Any) -> None:
     """Raise UnknownPartner unless `partner_id` names a partner."""
     iso_names, any_acquirer = _iso8583_names(settings)
-    if partner_id in iso_names or (any_acquirer and re.fullmatch(r"iso8583-[0-9]{1,11}", partner_id)):
+    if partner_id in iso_names or partner_id in _built_in() or (
+        any_acquirer and re.fullmatch(r"iso8583-[0-9]{1,11}", partner_id)
+    ):
         return
     if await pool.fetchval(_TRACES, partner_id):
         return
@@ -87,6 +103,10 @@ async def require(pool: asyncpg.Pool, partner_id: str, settings: Any) -> None:
     listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "") if known else "none"
     if any_acquirer:
         listed += " (and iso8583-<acquirer> for any ISO 8583 acquirer)"
+    # The ISO 8583 names come from this process's settings: a shell without
+    # the gateway's KANAL_ADAPTERS__ISO8583__PARTNER_IDS does not know them
+    # until the link has carried an exchange.
+    listed += "; an ISO 8583 partner is known here from KANAL_ADAPTERS__ISO8583__PARTNER_IDS, or once it has an exchange"
     raise UnknownPartner(
         f"no partner {partner_id}; registered: {listed}",
         [{"field": "partner_id", "problem": "no such partner"}],

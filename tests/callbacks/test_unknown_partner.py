@@ -9,7 +9,7 @@ import json
 
 import aiohttp
 
-from tests.callbacks.test_cli import kanal
+from tests.callbacks.test_cli import kanal, run
 from tests.snap.snap_support import register_partner
 
 
@@ -80,3 +80,18 @@ async def test_faults_refuse_a_partner_nobody_registered(callback_gateway, api, 
     assert json.loads(accepted.stdout)["inbound"]["server_error_percent"] == 100
     await api("PUT", "/api/v1/partners/iso8583-123/faults", json_body={"inbound": {"server_error_percent": 100}}, expect=200)
     assert await stored_faults(pool, "iso8583-123") == 1
+
+
+async def test_the_portal_virtual_bank_is_a_partner_before_its_first_payment(database_url):
+    """Found in review: KANAL-PORTAL-VBANK is registered on the portal's first
+    payment, and until then faults and conformance refused it."""
+    for command in (["faults", "set", "--partner", "KANAL-PORTAL-VBANK", "--server-error-percent", "100"],
+                    ["conformance", "KANAL-PORTAL-VBANK"]):
+        done = await run(database_url, *command)
+        assert done.returncode == 0, (command, done.stderr)
+
+
+async def test_a_refused_partner_id_says_where_iso8583_names_come_from(database_url):
+    done = await run(database_url, "conformance", "BPDKALBAR")
+    assert done.returncode == 2
+    assert "KANAL_ADAPTERS__ISO8583__PARTNER_IDS" in done.stderr, done.stderr
