@@ -115,8 +115,8 @@ class KanalGroup(click.Group):
     def invoke(self, ctx):
         from bank_adapters.base import AdapterSettingsError
         from gateway.runtime import PortInUse
-        from gateway.store.database import DatabaseUnreachable
         from gateway.service.errors import ServiceError
+        from gateway.store.database import DatabaseUnreachable
 
         try:
             return super().invoke(ctx)
@@ -146,7 +146,7 @@ class KanalGroup(click.Group):
             found: dict[str, click.Command] = {}
             for factory in discover().values():
                 adapter = factory()
-                for command in getattr(adapter, "cli_commands", lambda: [])():
+                for command in getattr(adapter, "cli_commands", list)():
                     found.setdefault(command.name, command)
             self._adapter_cache = found
         return self._adapter_cache
@@ -407,7 +407,6 @@ def kanal_command() -> str:
     that is what the shell finds, else the path of the running executable
     (relative when it is under the current directory, as .venv/bin/kanal is
     after `python3 dev.py demo`), or `python -m gateway.cli`."""
-    import os
     import shlex
     import shutil
 

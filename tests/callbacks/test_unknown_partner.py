@@ -9,7 +9,7 @@ import json
 
 import aiohttp
 
-from tests.callbacks.test_cli import kanal, run
+from tests.callbacks.test_cli import kanal
 from tests.snap.snap_support import register_partner
 
 

@@ -42,8 +42,8 @@ async def demo_banner(command: str, cwd: Path, database_url: str, path: str) -> 
 
 
 def next_steps(banner: str) -> tuple[str, str]:
-    check = re.search(r"Check the ledger from another terminal: +(.+)$", banner, re.M).group(1)
-    simulate = re.search(r"Simulate the go-live: +(.+)$", banner, re.M).group(1)
+    check = re.search(r"Check the ledger from another terminal: +(.+)$", banner, re.MULTILINE).group(1)
+    simulate = re.search(r"Simulate the go-live: +(.+)$", banner, re.MULTILINE).group(1)
     return check, simulate
 
 
@@ -87,7 +87,7 @@ async def test_the_banner_checks_the_demos_own_ledger(tmp_path):
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, err.decode()
-    check = re.search(r"Check the ledger from another terminal: +(.+)$", out.decode(), re.M).group(1)
+    check = re.search(r"Check the ledger from another terminal: +(.+)$", out.decode(), re.MULTILINE).group(1)
     assert check.endswith(f" --data-dir {data_dir} check"), check
     ran = await asyncio.create_subprocess_shell(check + " --json", env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("ba
 def session_blocks() -> list[str]:
     text = (ROOT / "docs" / "snap.md").read_text()
     section = text.split("## A session with curl", 1)[1].split("\n### ", 1)[0]
-    return re.findall(r"```sh\n(.*?)```", section, re.S)
+    return re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
 
 
 async def test_the_documented_curl_session_pays_a_bill(gateway_server, bills, database_url, tmp_path):
