@@ -99,6 +99,9 @@ class PayResult:
     posted_at: dt.datetime | None = None
     payer_name: str = ""
     details: tuple[BillDetail, ...] = ()
+    # The bill's, as InquiryResult has them; set when the payment succeeded.
+    period: str = ""  # YYYY-MM
+    due_date: dt.date | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -25,6 +25,7 @@ from bank_adapters.base import (
     PayCommand,
     PaymentsPort,
     PayOutcome,
+    PayResult,
     ReverseCommand,
 )
 from bank_adapters.faults import Fault, InboundFaults
@@ -317,9 +318,7 @@ class Handler:
         OUTCOME.set(result.outcome.value)
         outcome_key = f"pay.{result.outcome.value}"
         if result.outcome in (PayOutcome.POSTED, PayOutcome.REPLAYED):
-            details = [{"code": d.code, "amount_rupiah": d.amount_rupiah} for d in result.details]
-            values = {"payer_name": result.payer_name, "detail_count": len(details), "details": details}
-            return self.reply(doc, mti, outcome_key, **{"48": bill_data.render(self.profile.bill_data_layout, values)})
+            return self.reply(doc, mti, outcome_key, **{"48": self._bill(result)})
         return self.reply(doc, mti, outcome_key)
 
     async def _reverse(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
@@ -380,7 +379,8 @@ class Handler:
     def _amount_field(self, amount_rupiah: int) -> str:
         return str(amount_rupiah * 10**self.profile.amount_minor_digits)
 
-    def _bill(self, result: InquiryResult) -> str:
+    def _bill(self, result: InquiryResult | PayResult) -> str:
+        """DE48: the same cells for an inquiry and for a payment or advice of the same bill."""
         values = {
             "payer_name": result.payer_name,
             "period": result.period.replace("-", ""),

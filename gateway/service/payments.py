@@ -153,6 +153,9 @@ class PaymentsService:
             posted_at=row["posted_at"],
             payer_name=row["payer_name"] or "",
             details=tuple(bill_detail(code, amount) for code, amount in (row["details"] or [])),
+            # From the bill row the posting reads anyway (migration 0025): no extra query.
+            period=row["period"] or "",
+            due_date=row["due_date"],
         )
         self._observe("pay", started, str(result.outcome))
         return result

@@ -449,6 +449,8 @@ async def snapshot(conn: asyncpg.Connection, results: list[asyncpg.Record]) -> d
             r["amount_rupiah"],
             r["payer_name"],
             json.dumps(r["details"]),
+            r["period"],
+            r["due_date"],
             None if r["payment_id"] is None else key_of[r["payment_id"]],
             None if r["entry_id"] is None else entry_of[r["entry_id"]],
             r["posted_at"],

