@@ -222,6 +222,11 @@ class Handler:
         return response
 
     async def _money(self, doc: Mapping[str, str], base: str, kind: str, reply_mti: str) -> dict[str, str]:
+        # Every financial message that carries DE49 is checked, not only payments.
+        currency = doc.get("49")
+        if currency and currency != self.profile.currency:
+            detail = f"DE49 {currency}; this link's currency is {self.profile.currency}"
+            return self.refuse(doc, reply_mti, "invalid_amount", "currency", detail)
         try:
             if base == "0200" and kind == "inquiry":
                 return await self._inquiry(doc, reply_mti)
@@ -298,9 +303,6 @@ class Handler:
         return self.reply(doc, mti, key, **{"4": self._amount_field(result.amount_rupiah), "48": self._bill(result)})
 
     async def _pay(self, doc: Mapping[str, str], mti: str) -> dict[str, str]:
-        currency = doc.get("49")
-        if currency and currency != self.profile.currency:
-            return self.refuse(doc, mti, "invalid_amount", "currency", f"DE49 {currency}; this link pays in {self.profile.currency}")
         amount_rupiah = self._amount_rupiah(doc)
         if amount_rupiah is None:
             minor = self.profile.amount_minor_digits
@@ -370,7 +372,7 @@ class Handler:
         return f"iso8583:{acquirer}", f"{acquirer}:{original.stan}:{doc['37']}:{original.transmitted}"
 
     def _amount_rupiah(self, doc: Mapping[str, str]) -> int | None:
-        """DE4 in whole rupiah; None when it is zero or has minor units (the currency is checked by _pay)."""
+        """DE4 in whole rupiah; None when it is zero or has minor units (the currency is checked by _money)."""
         rupiah, minor = divmod(int(doc["4"]), 10**self.profile.amount_minor_digits)
         if minor or rupiah <= 0:
             return None

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import pytest
-from iso8583_helpers import posted_count
+from iso8583_helpers import journal_count, posted_count
 
 from bank_adapters.iso8583.client import Iso8583Client
 from bank_adapters.iso8583.profile import load_profile
@@ -84,3 +84,44 @@ async def test_payments_decided_one_by_one_carry_period_and_due_date(gateway_ser
     assert (posted["outcome"], replayed["outcome"]) == ("posted", "replayed")
     for answer in (posted, replayed):
         assert (answer["period"], answer["due_date"]) == (row["period"], row["due_date"])
+
+
+# --- 2. DE49 on every financial message ----------------------------------------------------------
+
+
+async def test_an_inquiry_in_another_currency_answers_13(bank, bill):
+    reply = await bank.inquiry(bill.payment_code, **{"49": "978"})
+    assert (reply.response["t"], reply.code) == ("0210", "13")
+    assert "48" not in reply.response
+    right = await bank.inquiry(bill.payment_code, **{"49": "360"})
+    assert right.code == "00"
+    without = bank.financial("0200", "inquiry", bill.payment_code, 0)
+    del without["49"]
+    assert (await bank.request(without)).code == "00"  # DE49 is checked when present
+
+
+async def test_an_advice_in_another_currency_answers_13_and_posts_nothing(bank, bill, gateway_server):
+    lost = bank.financial("0200", "payment", bill.payment_code, bill.total_rupiah, **{"49": "978"})
+    advice = await bank.advice(lost)
+    assert (advice.response["t"], advice.code) == ("0230", "13")
+    assert await posted_count(gateway_server.pool) == 0
+
+
+async def test_a_status_in_another_currency_answers_13(bank, bill):
+    paid = await bank.pay(bill.payment_code, bill.total_rupiah)
+    status = bank.financial("0200", "status", bill.payment_code, bill.total_rupiah, **{"49": "978"})
+    status.update({"37": paid.request["37"], "90": bank._original_data(paid.request)})
+    reply = await bank.request(status)
+    assert (reply.response["t"], reply.code) == ("0210", "13")
+    assert (await bank.status(paid.request)).code == "00"
+
+
+@pytest.mark.parametrize("advice", [False, True], ids=["0400", "0420"])
+async def test_a_reversal_in_another_currency_answers_13_and_undoes_nothing(bank, bill, gateway_server, advice):
+    paid = await bank.pay(bill.payment_code, bill.total_rupiah)
+    reply = await bank.reverse(dict(paid.request, **{"49": "978"}), advice=advice)
+    assert (reply.response["t"], reply.code) == ("0430" if advice else "0410", "13")
+    assert await posted_count(gateway_server.pool) == 1
+    assert await journal_count(gateway_server.pool) == 1
+    assert (await bank.reverse(paid.request, advice=advice)).code == "00"
+    assert await posted_count(gateway_server.pool) == 0
