@@ -190,11 +190,15 @@ class Handler:
         if missing:
             detail = ", ".join(f"DE{f}" for f in missing) + f" missing (MTI {mti} needs them on this link)"
             return self.refuse(doc, reply_mti, "format_error", "field-mandatory", detail)
+        # Checked before network management too: a logon (or echo) naming an
+        # acquirer the profile does not serve gets 05 and logs nothing on.
+        # DE32 is optional on 0800 and required (by the profile) on the rest.
+        if (base != "0800" or doc.get("32")) and not self._serves(doc.get("32", "")):
+            allowed = ", ".join(sorted(self.profile.acquirers))
+            detail = f"DE32 {doc.get('32', '')}; this link takes {allowed}"
+            return self.refuse(doc, reply_mti, "acquirer_not_allowed", "acquirer", detail)
         if base == "0800":
             return self._network(doc, link)
-        if self.profile.acquirers and acquirer_code(doc["32"]) not in self.profile.acquirers:
-            allowed = ", ".join(sorted(self.profile.acquirers))
-            return self.refuse(doc, reply_mti, "acquirer_not_allowed", "acquirer", f"DE32 {doc['32']}; this link takes {allowed}")
         if self.profile.logon_required and not link.logged_on:
             return self.refuse(doc, reply_mti, "not_logged_on", "logon", "send 0800 with DE70 001 first")
         kind = self.profile.processing_kind(doc["3"])
@@ -287,6 +291,10 @@ class Handler:
         elif code not in (NETWORK_ECHO, NETWORK_CUTOVER):
             return self.refuse(doc, "0810", "format_error", "network-code", f"DE70 {code}; expected 001, 002, 201 or 301")
         return self.reply(doc, "0810", "approved")
+
+    def _serves(self, acquirer: str) -> bool:
+        """Whether the profile serves this DE32: a profile listing no acquirers serves any."""
+        return not self.profile.acquirers or acquirer_code(acquirer) in self.profile.acquirers
 
     def _in_cutoff(self) -> bool:
         window = self.profile.cutoff_window

@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import pytest
-from iso8583_helpers import journal_count, posted_count
+from iso8583_helpers import journal_count, posted_count, start_adapter
 
 from bank_adapters.iso8583.client import Iso8583Client
 from bank_adapters.iso8583.profile import load_profile
 
 KALBAR = load_profile("bank_kalbar")
+H2H = load_profile("h2h_37_80")
 
 
 @pytest.fixture
@@ -125,3 +126,41 @@ async def test_a_reversal_in_another_currency_answers_13_and_undoes_nothing(bank
     assert await journal_count(gateway_server.pool) == 1
     assert (await bank.reverse(paid.request, advice=advice)).code == "00"
     assert await posted_count(gateway_server.pool) == 0
+
+
+# --- 3. logon from an acquirer the profile does not serve ----------------------------------------
+
+
+async def test_a_logon_from_an_acquirer_not_served_answers_05_and_does_not_log_the_link_on(gateway_server, bill):
+    async with Iso8583Client("127.0.0.1", gateway_server.iso_port, acquirer="999", logon=False) as bank:
+        logon = await bank.logon()
+        assert (logon.response["t"], logon.code) == ("0810", "05")
+        # The same link, now naming the served acquirer: still not logged on.
+        inquiry = await bank.inquiry(bill.payment_code, **{"32": "123"})
+        assert inquiry.code == "91"
+        paid = await bank.pay(bill.payment_code, bill.total_rupiah, **{"32": "123"})
+        assert paid.code == "91"
+    assert await posted_count(gateway_server.pool) == 0
+
+
+async def test_the_client_of_an_acquirer_not_served_cannot_log_on(gateway_server):
+    bank = Iso8583Client("127.0.0.1", gateway_server.iso_port, acquirer="999", reconnect_attempts_max=1)
+    try:
+        with pytest.raises(ConnectionError, match="logon refused with 05"):
+            await bank.connect()
+    finally:
+        await bank.close()
+
+
+async def test_a_profile_serving_any_acquirer_logs_any_on(gateway_server, bill):
+    adapter = await start_adapter(gateway_server, {"profile": "h2h_37_80", "logon_required": "true"})
+    try:
+        async with Iso8583Client("127.0.0.1", adapter.port, profile=H2H, acquirer="987", logon=False) as bank:
+            assert (await bank.inquiry(bill.payment_code)).code == "91"
+            logon = await bank.logon()
+            assert (logon.response["t"], logon.code) == ("0810", "00")
+            assert (await bank.inquiry(bill.payment_code)).code == "00"
+            assert (await bank.pay(bill.payment_code, bill.total_rupiah)).code == "00"
+    finally:
+        await adapter.stop()
+    assert await gateway_server.pool.fetchval("select channel from payments") == "iso8583:987"

@@ -102,7 +102,8 @@ async def test_response_code_05_payment_after_its_own_reversal(bank, bill, gatew
 
 
 async def test_response_code_05_for_an_acquirer_the_profile_does_not_serve(gateway_server, bill):
-    async with Iso8583Client("127.0.0.1", gateway_server.iso_port, acquirer="999") as bank:
+    async with Iso8583Client("127.0.0.1", gateway_server.iso_port, acquirer="999", logon=False) as bank:
+        assert (await bank.logon()).code == "05"  # its logon is refused too
         reply = await bank.pay(bill.payment_code, bill.total_rupiah)
     assert reply.code == "05"
     assert await posted_count(gateway_server.pool) == 0
