@@ -8,11 +8,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+from pathlib import Path
+
 import pytest
 from iso8583_helpers import journal_count, posted_count, start_adapter
 
 from bank_adapters.iso8583.client import Iso8583Client
 from bank_adapters.iso8583.profile import load_profile
+from gateway.callbacks import conformance
 
 KALBAR = load_profile("bank_kalbar")
 H2H = load_profile("h2h_37_80")
@@ -164,3 +169,44 @@ async def test_a_profile_serving_any_acquirer_logs_any_on(gateway_server, bill):
     finally:
         await adapter.stop()
     assert await gateway_server.pool.fetchval("select channel from payments") == "iso8583:987"
+
+
+# --- 4. the conformance report's service for a 0200 of no known kind -----------------------------
+
+
+async def _exchanges_of(pool, partner_id: str, count: int, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while await pool.fetchval("select count(*) from partner_exchanges where partner_id = $1", partner_id) < count:
+        assert asyncio.get_running_loop().time() < deadline, "exchanges not logged"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_0200_of_no_known_kind_is_reported_as_financial(bank, bill, gateway_server):
+    unknown_code = await bank.pay(bill.payment_code, bill.total_rupiah, **{"3": "990000"})
+    no_code = bank.financial("0200", "payment", bill.payment_code, bill.total_rupiah)
+    del no_code["3"]
+    missing = await bank.request(no_code)
+    unknown_mti = await bank.request(bank.financial("0300", "payment", bill.payment_code, bill.total_rupiah))
+    assert (unknown_code.code, missing.code, unknown_mti.code) == ("30", "30", "30")
+    pool = gateway_server.pool
+    await _exchanges_of(pool, "iso8583-123", 4)  # the logon and three refusals
+    report = await conformance.report(pool, "iso8583-123", since=None, until=None)
+    by_rule = {x["rule"]: x for x in report["exchanges"]}
+    for rule in ("processing-code", "field-mandatory"):
+        assert (by_rule[rule]["service"], by_rule[rule]["service_name"], by_rule[rule]["path"]) == (
+            "financial", "financial", "0200"
+        )
+    assert (by_rule["mti"]["service"], by_rule["mti"]["path"]) == ("unknown", "0300")
+    assert report["summary"]["by_service"]["iso8583 financial"]["fail"] == 2
+    # Every service the report showed is one docs/callbacks.md names.
+    documented = _documented_iso_services()
+    assert {x["service"] for x in report["exchanges"]} <= documented, documented
+
+
+def _documented_iso_services() -> set[str]:
+    """The ISO 8583 service names docs/callbacks.md lists ("`service` is the
+    message's kind (`inquiry`, ...)")."""
+    text = " ".join((Path(__file__).parents[2] / "docs" / "callbacks.md").read_text().split())
+    listed = re.search(r"on ISO 8583, `service` is the message's kind \((.*?)\), `path` the MTI", text)
+    assert listed, "docs/callbacks.md no longer lists the ISO 8583 services"
+    return set(re.findall(r"`([a-z-]+)`", listed.group(1)))
