@@ -57,6 +57,7 @@ PROTOCOL_RULES = {
     "amount": "The amount paid differs from the bill's amount given by the inquiry (SNAP paidAmount, ISO 8583 DE4).",
     "payment-request-id": "paymentRequestId must equal the inquiryRequestId of the last inquiry on this virtual account.",
     "payment-request-id-reused": "paymentRequestId was already used for another amount or bill.",
+    "customer-no": "The status request's customerNo is not the one this paymentRequestId paid (SNAP service 26).",
     # ISO 8583 links
     "frame-size": "The frame is longer than the link's frame_bytes_max.",
     "message-format": "The message does not decode with the link profile's field definitions (the detail names the field).",
