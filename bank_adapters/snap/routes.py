@@ -102,6 +102,10 @@ LOGGED_HEADERS = TRANSACTION_HEADERS + ("X-CLIENT-KEY", "ORIGIN", "Content-Type"
 _EXTERNAL_ID = re.compile(r"[0-9]{1,36}")
 _CHANNEL_ID = re.compile(r"[0-9A-Za-z]{1,5}")
 _BEARER = re.compile(r"Bearer ([A-Za-z0-9._~+/=-]{1,512})")
+# What a registered partner id or client key can be (partners.py, migrations/0001_partners.sql):
+# a refused request naming anything else names no partner.
+_PARTNER_ID = re.compile(r"[A-Za-z0-9_.-]{1,36}")
+CLIENT_KEY_CHARS_MAX = 128
 
 SUCCESS_REASON = {"english": "Success", "indonesia": "Sukses"}
 
@@ -162,6 +166,8 @@ class SnapServer:
         except Refusal as refusal:
             case, payload = refusal.case, self._refusal_payload(refusal)
             exchange.rule = refusal.rule
+            if exchange.partner_id is None:
+                exchange.partner_id = await self._claimed_partner_id(request, service, refusal.rule)
         except Exception:  # our failure, never the bank's input: 500xx00
             log.exception("snap.general_error", service=service, path=request.path)
             case, payload = protocol.GENERAL_ERROR, {"additionalInfo": {"rule": "internal"}}
@@ -223,6 +229,34 @@ class SnapServer:
                 wrong=plan is not None and plan.wrong_signature,
             )
         return web.Response(body=body_bytes, status=case.http_status, content_type="application/json", headers=headers)
+
+    async def _claimed_partner_id(self, request: web.Request, service: str, rule: str) -> str | None:
+        """The registered partner a refused request names, for its exchange row.
+
+        A refusal decided before the partner was looked up (body size or
+        encoding, a missing or malformed header, the token's format) is
+        still the named partner's exchange: credited on the request's claim,
+        before authentication, as a bad signature or CHANNEL-ID is. Services
+        24 to 26 name it by X-PARTNER-ID (the cached lookup), service 73 by
+        X-CLIENT-KEY. Only this refusal path reads it; a name no partner has
+        leaves the row unattributed."""
+        if rule in ("partner-id", "client-key"):  # just looked up: no partner has that name
+            return None
+        try:
+            if service == protocol.SERVICE_TOKEN:
+                client_key = request.headers.get("X-CLIENT-KEY", "")
+                if not 1 <= len(client_key) <= CLIENT_KEY_CHARS_MAX or not client_key.isprintable():
+                    return None
+                partner = await store.partner_by_client_key(self.pool, client_key)
+            else:
+                partner_id = request.headers.get("X-PARTNER-ID", "")
+                if not _PARTNER_ID.fullmatch(partner_id):
+                    return None
+                partner = await self._partner(partner_id)
+        except Exception:  # the log must not cost the bank its answer
+            log.exception("snap.refusal_partner_not_read", service=service)
+            return None
+        return None if partner is None else partner.partner_id
 
     def _refusal_payload(self, refusal: Refusal) -> dict[str, Any]:
         return {
