@@ -101,7 +101,8 @@ TOKEN_HEADERS = ("X-TIMESTAMP", "X-CLIENT-KEY", "X-SIGNATURE")
 LOGGED_HEADERS = TRANSACTION_HEADERS + ("X-CLIENT-KEY", "ORIGIN", "Content-Type")
 _EXTERNAL_ID = re.compile(r"[0-9]{1,36}")
 _CHANNEL_ID = re.compile(r"[0-9A-Za-z]{1,5}")
-_BEARER = re.compile(r"Bearer ([A-Za-z0-9._~+/=-]{1,512})")
+# The scheme is case-insensitive (RFC 9110 11.1: "bearer" is "Bearer"); the token is not.
+_BEARER = re.compile(r"(?i:Bearer) ([A-Za-z0-9._~+/=-]{1,512})")
 # What a registered partner id or client key can be (partners.py, migrations/0001_partners.sql):
 # a refused request naming anything else names no partner.
 _PARTNER_ID = re.compile(r"[A-Za-z0-9_.-]{1,36}")
