@@ -162,7 +162,7 @@ async def register(pool: asyncpg.Pool, request: PartnerRequest, *, tolerance_def
             profile=profile.name,
         )
     except store.PartnerExists as error:
-        raise PartnerConflict("partner_id", str(error)) from None
+        raise PartnerConflict(error.field, str(error)) from None
 
 
 def created_view(partner: store.Partner) -> dict[str, Any]:

@@ -48,7 +48,11 @@ class Partner:
 
 
 class PartnerExists(Exception):
-    pass
+    """`field` is what is taken: "partner_id" or "client_key"."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 _PARTNER_COLUMNS = """partner_id, client_key, client_secret, public_key_pem, channel_id,
@@ -98,9 +102,10 @@ async def insert_partner(
             profile,
         )
     except asyncpg.UniqueViolationError as error:
-        raise PartnerExists(
-            f"a partner with this partner id or client key is already registered ({error.constraint_name})"
-        ) from None
+        # snap_partners_pkey (partner_id) or snap_partners_client_key_key (migrations/0001_partners.sql)
+        field = "client_key" if "client_key" in (error.constraint_name or "") else "partner_id"
+        taken = "client key" if field == "client_key" else "partner id"
+        raise PartnerExists(f"a partner with this {taken} is already registered ({error.constraint_name})", field) from None
     partner = _partner(row)
     assert partner is not None
     return partner
