@@ -280,7 +280,10 @@ class SnapServer:
         client_key = headers["X-CLIENT-KEY"]
         partner = await store.partner_by_client_key(self.pool, client_key)
         if partner is None:
-            raise Refusal(protocol.UNAUTHORIZED, "client-key", "Unknown client", {"reason": f"no partner has client key {client_key!r}"})
+            raise Refusal(
+                protocol.UNAUTHORIZED, "client-key", "Unknown client",
+                {"field": "X-CLIENT-KEY", "reason": f"no partner has client key {client_key!r}"},
+            )
         exchange.partner_id = partner.partner_id
         self._check_rate(partner)
         self._check_timestamp_window(partner, _skew_s(timestamp))
@@ -320,18 +323,24 @@ class SnapServer:
             raise field_refusal(protocol.INVALID_FIELD_FORMAT, "CHANNEL-ID", "must be 1 to 5 letters or digits", "header-format")
         bearer = _BEARER.fullmatch(headers["Authorization"])
         if bearer is None:
-            raise Refusal(protocol.INVALID_TOKEN, "token-format", "", {"reason": "Authorization must be 'Bearer <accessToken>'"})
+            raise Refusal(
+                protocol.INVALID_TOKEN, "token-format", "",
+                {"field": "Authorization", "reason": "Authorization must be 'Bearer <accessToken>'"},
+            )
         token = bearer.group(1)
         partner = await self._partner(partner_id)
         if partner is None:
-            raise Refusal(protocol.UNAUTHORIZED, "partner-id", "Unknown partner", {"reason": f"no partner has X-PARTNER-ID {partner_id!r}"})
+            raise Refusal(
+                protocol.UNAUTHORIZED, "partner-id", "Unknown partner",
+                {"field": "X-PARTNER-ID", "reason": f"no partner has X-PARTNER-ID {partner_id!r}"},
+            )
         exchange.partner_id = partner.partner_id
         if channel_id != partner.channel_id:
             raise Refusal(
                 protocol.UNAUTHORIZED,
                 "channel-id",
                 "Unknown channel",
-                {"reason": f"CHANNEL-ID {channel_id!r} is not the registered {partner.channel_id!r}"},
+                {"field": "CHANNEL-ID", "reason": f"CHANNEL-ID {channel_id!r} is not the registered {partner.channel_id!r}"},
             )
         rate = partner.requests_per_second_max or self.settings.requests_per_second_max
         skew_s = _skew_s(timestamp)
@@ -393,7 +402,7 @@ class SnapServer:
                 protocol.CONFLICT,
                 "external-id",
                 "X-EXTERNAL-ID already used today",
-                {"reason": f"X-EXTERNAL-ID {external_id} was used on {day.isoformat()} (WIB) for another request"},
+                {"field": "X-EXTERNAL-ID", "reason": f"X-EXTERNAL-ID {external_id} was used on {day.isoformat()} (WIB) for another request"},
             )
         exchange.signing = (partner.client_secret, partner.signature_encoding, token)
         profile = faults.InboundFaults.model_validate_json(found.faults) if found.faults else None
@@ -428,6 +437,7 @@ class SnapServer:
                 "timestamp-window",
                 "Timestamp",
                 {
+                    "field": "X-TIMESTAMP",
                     # skew_s > 0: the gateway's clock is ahead, so the bank's timestamp is behind it.
                     "reason": f"X-TIMESTAMP is {abs(skew_s):.0f} s {'behind' if skew_s > 0 else 'ahead of'} the "
                     f"gateway's clock; at most {partner.timestamp_tolerance_s} s either way is accepted",
@@ -506,7 +516,10 @@ class SnapServer:
         paid_rupiah = protocol.parse_rupiah(body.paidAmount.value)
         if body.totalAmount is not None and protocol.parse_rupiah(body.totalAmount.value) != paid_rupiah:
             raise Refusal(
-                protocol.INVALID_AMOUNT, "total-amount", "", {"reason": "totalAmount differs from paidAmount; bills are paid in full"}
+                protocol.INVALID_AMOUNT,
+                "total-amount",
+                "",
+                {"field": "totalAmount.value", "reason": "totalAmount differs from paidAmount; bills are paid in full"},
             )
         if exchange.last_inquiry is not None and exchange.last_inquiry[0] == body.virtualAccountNo:
             inquiry_id = exchange.last_inquiry[1]  # read with the external id claim
@@ -517,7 +530,10 @@ class SnapServer:
                 protocol.INCONSISTENT_REQUEST,
                 "payment-request-id",
                 "paymentRequestId",
-                {"reason": f"paymentRequestId must equal the inquiryRequestId of the last inquiry on this VA ({inquiry_id!r})"},
+                {
+                    "field": "paymentRequestId",
+                    "reason": f"paymentRequestId must equal the inquiryRequestId of the last inquiry on this VA ({inquiry_id!r})",
+                },
             )
         command = PayCommand(
             payment_code=body.customerNo,
@@ -542,7 +558,11 @@ class SnapServer:
         }
         if not result.succeeded:
             exchange.rule = rule
-            return case, {"virtualAccountData": data, "additionalInfo": {"rule": rule, "reason": reason["english"]}}
+            info = {"rule": rule}
+            if result.outcome in _PAY_FIELDS:
+                info["field"] = _PAY_FIELDS[result.outcome]
+            info["reason"] = reason["english"]
+            return case, {"virtualAccountData": data, "additionalInfo": info}
         data.update(
             virtualAccountName=result.payer_name[:255],
             totalAmount=protocol.amount(result.amount_rupiah),
@@ -576,7 +596,7 @@ class SnapServer:
                 protocol.INCONSISTENT_REQUEST,
                 "customer-no",
                 "customerNo",
-                {"reason": "this paymentRequestId paid another customerNo"},
+                {"field": "customerNo", "reason": "this paymentRequestId paid another customerNo"},
             )
         reversed_ = result.outcome is StatusOutcome.REVERSED
         data = {
@@ -771,6 +791,13 @@ _PAY_CASES: dict[PayOutcome, tuple[Case, str, dict[str, str]]] = {
         "payment-reversed",
         _reason("This payment was reversed", "Pembayaran ini sudah dibatalkan"),
     ),
+}
+
+# The one field at fault in a business refusal; the others (unknown, paid,
+# expired bill, a reversed payment) are declines of a well-formed request.
+_PAY_FIELDS: dict[PayOutcome, str] = {
+    PayOutcome.WRONG_AMOUNT: "paidAmount.value",
+    PayOutcome.CONFLICT: "paymentRequestId",
 }
 
 BILL_DETAILS_MAX = 24

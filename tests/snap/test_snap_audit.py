@@ -4,11 +4,14 @@ admin API's conflict field, and a repeated paymentRequestId with "0.00"."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import aiohttp
 import pytest
-from snap_support import key_pair, signed
+from snap_support import key_pair, payment_body, signed
 
-from bank_adapters.snap.client import INQUIRY_PATH
+from bank_adapters.snap import protocol
+from bank_adapters.snap.client import INQUIRY_PATH, PAYMENT_PATH, TOKEN_BODY, TOKEN_PATH, token_headers
 
 # ------------------------------------------- Authorization scheme's case ----
 
@@ -51,3 +54,58 @@ async def test_a_taken_client_key_is_named_client_key_and_a_taken_partner_id_par
     status, answer = await _add_partner(gateway_server, partner_id="BANKTAKEN", client_key="fresh-key")
     assert (status, answer["field"]) == (409, "partner_id"), answer
     assert "partner id" in answer["error"]
+
+
+# ------------------------------------- the field a refusal is about ----
+
+
+def _info(response) -> tuple[str, str | None, str | None]:
+    info = response.body["additionalInfo"]
+    return response.code, info["rule"], info.get("field")
+
+
+async def test_amount_refusals_name_the_amount_field(bank, bills):
+    bill = await bills.create()
+    assert _info(await bank.pay(bill.payment_code, bill.total_rupiah - 1)) == ("4042513", "amount", "paidAmount.value")
+    body = payment_body(bank, bill, "total-0001", totalAmount={"value": f"{bill.total_rupiah + 1}.00", "currency": "IDR"})
+    text, headers = await signed(bank, PAYMENT_PATH, body)
+    assert _info(await bank.send(PAYMENT_PATH, text, headers)) == ("4042513", "total-amount", "totalAmount.value")
+
+
+async def test_inconsistent_ids_name_their_field(bank, bills):
+    bill = await bills.create()
+    other = await bills.create(workers=1)
+    inquiry = await bank.inquiry(bill.payment_code)
+    refused = await bank.pay(bill.payment_code, bill.total_rupiah, "not-" + inquiry.request_id)
+    assert _info(refused) == ("4042518", "payment-request-id", "paymentRequestId")
+    assert refused.body["responseMessage"] == "Inconsistent Request [paymentRequestId]"  # unchanged
+    assert (await bank.pay(bill.payment_code, bill.total_rupiah, inquiry.request_id)).code == "2002500"
+    refused = await bank.status(other.payment_code, inquiry.request_id)
+    assert _info(refused) == ("4042618", "customer-no", "customerNo")
+    assert refused.body["responseMessage"] == "Inconsistent Request [customerNo]"  # unchanged
+    reused = await bank.pay(other.payment_code, other.total_rupiah, inquiry.request_id)
+    assert _info(reused) == ("4042518", "payment-request-id-reused", "paymentRequestId")
+
+
+async def test_header_refusals_after_the_format_checks_name_their_header(bank, make_bank, bills):
+    bill = await bills.create()
+    body = {**bank.virtual_account(bill.payment_code), "inquiryRequestId": "hdr-field-1"}
+    text, headers = await signed(bank, INQUIRY_PATH, body)
+    assert (await bank.send(INQUIRY_PATH, text, headers)).code == "2002400"
+    again = dict(body, inquiryRequestId="hdr-field-2")
+    text, headers = await signed(bank, INQUIRY_PATH, again, external_id=headers["X-EXTERNAL-ID"])
+    assert _info(await bank.send(INQUIRY_PATH, text, headers)) == ("4092400", "external-id", "X-EXTERNAL-ID")
+    text, headers = await signed(bank, INQUIRY_PATH, body)
+    headers["X-PARTNER-ID"] = "NOSUCHBANK"
+    assert _info(await bank.send(INQUIRY_PATH, text, headers)) == ("4012400", "partner-id", "X-PARTNER-ID")
+    text, headers = await signed(bank, INQUIRY_PATH, body)
+    headers["CHANNEL-ID"] = "99999"
+    assert _info(await bank.send(INQUIRY_PATH, text, headers)) == ("4012400", "channel-id", "CHANNEL-ID")
+    text, headers = await signed(bank, INQUIRY_PATH, body)
+    headers["Authorization"] = "Basic x"
+    assert _info(await bank.send(INQUIRY_PATH, text, headers)) == ("4012401", "token-format", "Authorization")
+    stale = protocol.format_timestamp(dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    text, headers = await signed(bank, INQUIRY_PATH, body, timestamp=stale)
+    assert _info(await bank.send(INQUIRY_PATH, text, headers)) == ("4012400", "timestamp-window", "X-TIMESTAMP")
+    token = token_headers("no-such-key", bank.credentials.private_key_pem)
+    assert _info(await bank.send(TOKEN_PATH, TOKEN_BODY, token)) == ("4017300", "client-key", "X-CLIENT-KEY")
