@@ -543,7 +543,18 @@ class SnapServer:
             bank_reference=body.referenceNo or body.trxId or "",
             inquiry_reference=inquiry_id or "",
         )
-        result: PayResult = await self._ledger(self.payments.pay(command))
+        result: PayResult | None = None
+        if paid_rupiah == 0:
+            # The ledger judges a used paymentRequestId first (kanal_pay: a
+            # repeat with another amount is a conflict), but refuses a zero
+            # amount before it looks at the key (PaymentsService.pay): look
+            # at the key here, so that "0.00" under a used id is the same
+            # 4042518 payment-request-id-reused as any other amount.
+            prior = await self._ledger(self.payments.status(command.channel, command.idempotency_key))
+            if prior.outcome is not StatusOutcome.NOT_FOUND:
+                result = PayResult(PayOutcome.CONFLICT, body.customerNo, prior.amount_rupiah, payment_id=prior.payment_id)
+        if result is None:
+            result = await self._ledger(self.payments.pay(command))
         # Its commit waited for the WAL flush, which covers the claim made before it.
         exchange.posted = result.outcome is PayOutcome.POSTED
         case, rule, reason = _PAY_CASES[result.outcome]

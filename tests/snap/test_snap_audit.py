@@ -8,7 +8,7 @@ import datetime as dt
 
 import aiohttp
 import pytest
-from snap_support import key_pair, payment_body, signed
+from snap_support import key_pair, payment_body, posted_count, signed
 
 from bank_adapters.snap import protocol
 from bank_adapters.snap.client import INQUIRY_PATH, PAYMENT_PATH, TOKEN_BODY, TOKEN_PATH, token_headers
@@ -109,3 +109,23 @@ async def test_header_refusals_after_the_format_checks_name_their_header(bank, m
     assert _info(await bank.send(INQUIRY_PATH, text, headers)) == ("4012400", "timestamp-window", "X-TIMESTAMP")
     token = token_headers("no-such-key", bank.credentials.private_key_pem)
     assert _info(await bank.send(TOKEN_PATH, TOKEN_BODY, token)) == ("4017300", "client-key", "X-CLIENT-KEY")
+
+
+# ------------------------------- a used paymentRequestId with "0.00" ----
+
+
+async def test_a_used_payment_request_id_is_judged_before_the_amount_even_for_zero(gateway_server, bank, bills):
+    """The ledger looks at a used paymentRequestId first: a repeat with another
+    amount is 4042518 payment-request-id-reused, and "0.00" is another amount.
+    It was 4042513 amount, as if the id were new."""
+    bill = await bills.create()
+    assert (await bank.pay(bill.payment_code, bill.total_rupiah, "zero-0001")).code == "2002500"
+    other = await bank.pay(bill.payment_code, bill.total_rupiah + 1, "zero-0001")
+    zero = await bank.pay(bill.payment_code, 0, "zero-0001")
+    assert zero.body["virtualAccountData"]["paidAmount"]["value"] == "0.00"
+    assert _info(other) == _info(zero) == ("4042518", "payment-request-id-reused", "paymentRequestId")
+    assert zero.body["virtualAccountData"]["paymentFlagStatus"] == "01"
+    # A new id with "0.00" is the wrong amount, as before.
+    fresh = await bills.create(workers=1)
+    assert _info(await bank.pay(fresh.payment_code, 0, "zero-0002")) == ("4042513", "amount", "paidAmount.value")
+    assert await posted_count(gateway_server.pool) == 1
