@@ -129,3 +129,21 @@ async def test_a_used_payment_request_id_is_judged_before_the_amount_even_for_ze
     fresh = await bills.create(workers=1)
     assert _info(await bank.pay(fresh.payment_code, 0, "zero-0002")) == ("4042513", "amount", "paidAmount.value")
     assert await posted_count(gateway_server.pool) == 1
+
+
+# ------------------------------------------------ the answer's trxDateTime ----
+
+
+async def test_the_answers_trx_date_time_is_the_posting_time_not_the_requests(bank, bills):
+    """The request's trxDateTime has no format in the SNAP facts and is not
+    used; the answer's is when the payment was posted (docs/snap.md)."""
+    bill = await bills.create()
+    body = payment_body(bank, bill, "trx-0001", trxDateTime="2020-01-01T00:00:00+07:00")
+    text, headers = await signed(bank, PAYMENT_PATH, body)
+    paid = await bank.send(PAYMENT_PATH, text, headers)
+    assert paid.code == "2002500"
+    answered = paid.body["virtualAccountData"]["trxDateTime"]
+    assert answered != body["trxDateTime"]
+    status = await bank.status(bill.payment_code, "trx-0001")
+    assert answered == status.body["virtualAccountData"]["transactionDate"]
+    assert protocol.parse_timestamp(answered) is not None
