@@ -21,9 +21,9 @@ PARTNER = "BANKHDRS"
 
 async def _send_bytes(bank, service_path: str, body: bytes, headers: dict[str, str]) -> dict:
     """POST raw bytes (a body that is not UTF-8 cannot go through SnapClient.send)."""
-    async with aiohttp.ClientSession() as session:
-        async with session.post(bank.base_url + bank.url_path(service_path), data=body, headers=headers) as response:
-            return await response.json()
+    url = bank.base_url + bank.url_path(service_path)
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+        return await response.json()
 
 
 async def test_early_refusals_count_against_the_partner_the_request_names(gateway_server, make_bank, bills, database_url, tmp_path):

@@ -11,7 +11,13 @@ import pytest
 from snap_support import key_pair, payment_body, posted_count, signed
 
 from bank_adapters.snap import protocol
-from bank_adapters.snap.client import INQUIRY_PATH, PAYMENT_PATH, TOKEN_BODY, TOKEN_PATH, token_headers
+from bank_adapters.snap.client import (
+    INQUIRY_PATH,
+    PAYMENT_PATH,
+    TOKEN_BODY,
+    TOKEN_PATH,
+    token_headers,
+)
 
 # ------------------------------------------- Authorization scheme's case ----
 
