@@ -19,12 +19,14 @@ from tests.integration.upgrades import OldDatabase, database_before
 
 PAIRING_MIGRATION = "gateway/0014_pairing_on_statement_entries.sql"
 # Today's PaymentsService writes the old database's payments, so the old
-# database has the posting function it calls (0018 changes nothing 0014 reads).
-PAYMENT_PATH = "gateway/0018_pay_batch_set_based.sql"
+# database has the posting functions it calls, as they answer today (0018's,
+# and 0025's answer with the bill's period and due date); neither changes
+# anything 0014 reads.
+PAYMENT_PATHS = ("gateway/0018_pay_batch_set_based.sql", "gateway/0025_pay_answers_period_and_due_date.sql")
 
 
 def _from_pairing_on(version: str) -> bool:
-    return version.startswith("gateway/") and version >= PAIRING_MIGRATION and version != PAYMENT_PATH
+    return version.startswith("gateway/") and version >= PAIRING_MIGRATION and version not in PAYMENT_PATHS
 
 # The reading of the items before 0014, word for word.
 OLD_ITEMS_SQL = """

@@ -138,9 +138,13 @@ async def _state(pool: asyncpg.Pool, run, items, *, kanal_pay_0010: bool = False
                 )
             results = await run(conn, items)
             await conn.execute("set constraints all immediate")
-            return await snapshot(conn, results)
+            state = await snapshot(conn, results)
         finally:
             await transaction.rollback()
+    # 0010's kanal_pay predates the bill's period and due date in the answer
+    # (migration 0025): compared on what it answered, everything else.
+    state["answers"] = [answer[:4] + answer[6:] for answer in state["answers"]]
+    return state
 
 
 async def test_a_coverage_row_a_batch_moved_is_moved_again_by_its_kanal_pay_items_as_0010_moved_it(
