@@ -23,17 +23,6 @@ KALBAR = load_profile("bank_kalbar")
 H2H = load_profile("h2h_37_80")
 
 
-@pytest.fixture
-async def bank(gateway_server):
-    async with Iso8583Client("127.0.0.1", gateway_server.iso_port) as client:
-        yield client
-
-
-@pytest.fixture
-async def bill(bills):
-    return await bills.create(workers=3)
-
-
 async def _bill_row(pool, bill):
     return await pool.fetchrow("select period, due_date from bills where payment_code = $1", bill.payment_code)
 

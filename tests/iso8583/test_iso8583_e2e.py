@@ -25,17 +25,6 @@ from bank_adapters.iso8583.profile import load_profile
 KALBAR = load_profile("bank_kalbar")
 
 
-@pytest.fixture
-async def bank(gateway_server):
-    async with Iso8583Client("127.0.0.1", gateway_server.iso_port) as client:
-        yield client
-
-
-@pytest.fixture
-async def bill(bills):
-    return await bills.create(workers=3)
-
-
 # --- network management: 0800 / 0810 -------------------------------------------------
 
 
