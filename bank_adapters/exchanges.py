@@ -147,3 +147,19 @@ class ExchangeLog(MicroBatcher):
             raise
         for _, future in group:
             settle(future)
+
+
+async def record_configured_partners(pool: asyncpg.Pool, adapter: str, partner_ids: list[str]) -> None:
+    """Note, for every process that reads this database, the partners this
+    adapter is configured with (migration 0026): `kanal faults` and `kanal
+    conformance` run from a shell without the gateway's settings then know
+    them. Done once at start; a failure is logged, never fatal."""
+    if not partner_ids:
+        return
+    await pool.execute(
+        """insert into configured_partners (partner_id, adapter)
+           select unnest($1::text[]), $2
+           on conflict (partner_id) do update set adapter = excluded.adapter, configured_at = now()""",
+        sorted(set(partner_ids)),
+        adapter,
+    )

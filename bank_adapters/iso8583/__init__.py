@@ -21,14 +21,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
+
 from bank_adapters import faults
 from bank_adapters.base import AdapterContext
-from bank_adapters.exchanges import ExchangeLog, ExchangeRow
+from bank_adapters.exchanges import ExchangeLog, ExchangeRow, record_configured_partners
 from schemas.callbacks import DOT_SEGMENT_PARTNER_IDS, PARTNER_ID_PATTERN
 
 from .handler import FaultSettings, Handler, Limits, acquirer_code
 from .profile import Profile, ProfileError, load_profile, parse_bool
 from .server import Exchange, Iso8583Server, ServerLimits, SettingsError, whole_setting
+
+log = structlog.get_logger("kanal.iso8583")
 
 if TYPE_CHECKING:  # pragma: no cover
     from aiohttp import web
@@ -93,6 +97,20 @@ class Iso8583Adapter:
         exchange_log = ExchangeLog(pool)
         self.server.record_exchange = lambda exchange: exchange_log.record(exchange_row(exchange))
         await self.server.start()
+        await self._record_partners(pool, fault_settings.partner_ids)
+
+    async def _record_partners(self, pool, partner_ids: Mapping[str, str]) -> None:
+        """The link's partner ids, for processes without this gateway's
+        settings (migration 0026): those named in partner_ids, and
+        iso8583-<acquirer> for each other acquirer the profile serves."""
+        assert self.profile is not None
+        names = list(partner_ids.values()) + [
+            f"iso8583-{a}" for a in sorted({acquirer_code(a) for a in self.profile.acquirers}) if a not in partner_ids
+        ]
+        try:
+            await record_configured_partners(pool, self.name, names)
+        except Exception:  # a gateway serves banks whether or not this note was written
+            log.exception("iso8583.partners_not_recorded")
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -10,10 +10,10 @@ A partner is known when it is
 - the portal's virtual bank, KANAL-PORTAL-VBANK, before its first payment too;
 - or has left a trace: an exchange, a partner callback endpoint, a fault profile.
 
-A limit: the ISO 8583 names come from the settings of the process asking. A
-shell without the gateway's KANAL_ADAPTERS__ISO8583__PARTNER_IDS refuses a
-name only that setting gives until the link has carried an exchange (the
-refusal says so); the gateway's own HTTP routes know it.
+The ISO 8583 names also come from the database: each gateway notes its
+link's partners at start (configured_partners, migration 0026), so a shell
+without the gateway's KANAL_ADAPTERS__ISO8583__PARTNER_IDS knows them as
+soon as a gateway configured with them has started on the same database.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ select exists (select 1 from partner_exchanges where partner_id = $1)
     or exists (select 1 from callback_endpoints where owner_kind = 'partner' and owner_id = $1)
     or exists (select 1 from callback_partner_faults where partner_id = $1)
     or exists (select 1 from partner_inbound_faults where partner_id = $1)
+    or exists (select 1 from configured_partners where partner_id = $1)
 """
 
 
@@ -81,10 +82,18 @@ def _built_in() -> list[str]:
     return [PARTNER_ID]
 
 
+async def _configured(pool: asyncpg.Pool) -> list[str]:
+    """The partners a gateway's adapters noted at start (migration 0026)."""
+    if not await pool.fetchval("select to_regclass('configured_partners') is not null"):
+        return []
+    return [r["partner_id"] for r in await pool.fetch("select partner_id from configured_partners order by partner_id")]
+
+
 async def registered(pool: asyncpg.Pool, settings: Any) -> list[str]:
-    """The partner ids registered (SNAP) or configured (ISO 8583), sorted."""
+    """The partner ids registered (SNAP) or configured (ISO 8583, in this
+    process's settings or by a gateway that started on this database), sorted."""
     iso_names, _ = _iso8583_names(settings)
-    return sorted(set(await _snap_partners(pool)) | set(iso_names) | set(_built_in()))
+    return sorted(set(await _snap_partners(pool)) | set(iso_names) | set(await _configured(pool)) | set(_built_in()))
 
 
 async def require(pool: asyncpg.Pool, partner_id: str, settings: Any) -> None:
@@ -99,14 +108,14 @@ async def require(pool: asyncpg.Pool, partner_id: str, settings: Any) -> None:
     snap = await _snap_partners(pool)
     if partner_id in snap:
         return
-    known = sorted(set(snap) | set(iso_names))
+    known = sorted(set(snap) | set(iso_names) | set(await _configured(pool)))
     listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "") if known else "none"
     if any_acquirer:
         listed += " (and iso8583-<acquirer> for any ISO 8583 acquirer)"
-    # The ISO 8583 names come from this process's settings: a shell without
-    # the gateway's KANAL_ADAPTERS__ISO8583__PARTNER_IDS does not know them
-    # until the link has carried an exchange.
-    listed += "; an ISO 8583 partner is known here from KANAL_ADAPTERS__ISO8583__PARTNER_IDS, or once it has an exchange"
+    # A gateway notes its ISO 8583 names at start (migration 0026); before
+    # one has started on this database, they come from this process's settings.
+    listed += ("; an ISO 8583 partner is known once a gateway configured with it has started on this database, "
+               "or from KANAL_ADAPTERS__ISO8583__PARTNER_IDS here")
     raise UnknownPartner(
         f"no partner {partner_id}; registered: {listed}",
         [{"field": "partner_id", "problem": "no such partner"}],

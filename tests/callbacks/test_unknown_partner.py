@@ -95,3 +95,31 @@ async def test_a_refused_partner_id_says_where_iso8583_names_come_from(database_
     done = await run(database_url, "conformance", "BPDKALBAR")
     assert done.returncode == 2
     assert "KANAL_ADAPTERS__ISO8583__PARTNER_IDS" in done.stderr, done.stderr
+
+
+async def test_a_shell_without_the_gateways_settings_knows_its_iso8583_partners(database_url, tmp_path):
+    """Found in review: the gateway runs with PARTNER_IDS 123=BPDKALBAR, the
+    operator's shell has DATABASE_URL only. Once that gateway has started on
+    the database (migration 0026), `kanal faults set --partner BPDKALBAR`
+    and `kanal conformance BPDKALBAR` take the name; before, exit 2."""
+    from tests.e2e.test_admin_token import start_serve, stop
+
+    before = await run(database_url, "conformance", "BPDKALBAR")
+    assert before.returncode == 2
+    process, _, _ = await start_serve(database_url, tmp_path / "serve-data", KANAL_ADMIN_TOKEN="adm_partners",
+                                      KANAL_ADAPTERS__ISO8583__PARTNER_IDS="123=BPDKALBAR")
+    await stop(process)
+    for command in (["faults", "set", "--partner", "BPDKALBAR", "--server-error-percent", "100"],
+                    ["conformance", "BPDKALBAR"]):
+        done = await run(database_url, *command)
+        assert done.returncode == 0, (command, done.stderr)
+    listed = (await run(database_url, "conformance", "NOSUCH")).stderr
+    assert "registered: BPDKALBAR, " in listed, listed
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        noted = [tuple(r) for r in await conn.fetch("select partner_id, adapter from configured_partners")]
+    finally:
+        await conn.close()
+    assert noted == [("BPDKALBAR", "iso8583")]  # acquirer 123 is BPDKALBAR, not iso8583-123
