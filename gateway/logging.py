@@ -45,7 +45,13 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            # In JSON, an exception's traceback is rendered into the line
+            # ("exception"); the console renderer prints it itself.
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([structlog.processors.format_exc_info] if json_output else []),
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -121,6 +122,12 @@ def is_adapter_path(path: str, adapter_prefixes: tuple[str, ...]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in adapter_prefixes)
 
 
+# The status logged and counted for a request whose client went away before
+# its answer was complete (a closed event stream, a dropped connection):
+# nginx's 499, so that it is neither a success nor the server's 5xx.
+CLIENT_CLOSED = 499
+
+
 def make_middlewares(adapter_prefixes: tuple[str, ...]):
     @web.middleware
     async def request_context(request: web.Request, handler):
@@ -137,6 +144,9 @@ def make_middlewares(adapter_prefixes: tuple[str, ...]):
             status = response.status
             response.headers["X-Request-ID"] = request_id
             return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = CLIENT_CLOSED
+            raise
         finally:
             if not request.get(request_logged_key, False):
                 log.info(
@@ -165,12 +175,16 @@ async def _handle(request: web.Request, handler, adapter_prefixes) -> web.Stream
             raise
         detail = error.text or error.reason
         if error.status == 413:
-            detail = f"request body is larger than the limit of {getattr(error, 'max_size', '?')} bytes"
+            # aiohttp keeps the limit only in its text ("Maximum request body size N exceeded...").
+            found = re.search(r"size (\d+) exceeded", error.text or "")
+            detail = f"request body is larger than the limit of {int(found.group(1)):,} bytes" if found else "request body is too large"
         elif error.status == 405:
             detail = f"{request.method} is not allowed on {request.path}"
         elif error.status == 404:
             detail = f"no route {request.method} {request.path}; see /docs"
         return problem(error.status, error.reason, detail)
+    except ConnectionResetError:
+        raise  # the client went away mid-answer (a closed event stream): nothing to answer, nothing broken
     except Exception:
         log.exception("unhandled_error", path=request.path)
         if not own:

@@ -173,9 +173,15 @@ async def trial_balance(conn: asyncpg.Connection, limits: Limits) -> CheckResult
              where p.entry_id in (select entry_id from postings group by entry_id having sum(amount_rupiah) <> 0)
              order by p.entry_id, p.id limit {int(limits.rows_max)}"""
     )
+    rows_total = len(records)
+    if rows_total >= limits.rows_max:  # there may be more than were listed: count them all
+        rows_total = await conn.fetchval(
+            """select count(*) from postings
+                where entry_id in (select entry_id from postings group by entry_id having sum(amount_rupiah) <> 0)"""
+        )
     return CheckResult(
         "trial_balance", title, VIOLATION,
-        f"all postings sum to {total} rupiah instead of 0", _rows(records), len(records), figures,
+        f"all postings sum to {total} rupiah instead of 0", _rows(records), rows_total, figures,
     )
 
 

@@ -17,6 +17,8 @@ Admin routes take `Authorization: Bearer <KANAL_ADMIN_TOKEN>`.
 
 from __future__ import annotations
 
+import asyncio
+
 import hmac
 import json
 from importlib import resources
@@ -24,7 +26,7 @@ from importlib import resources
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from gateway.http.common import json_ok, problem, read_body
+from gateway.http.common import CLIENT_CLOSED, json_ok, problem, read_body
 from gateway.http.keys import hub_key, payments_key, pool_key, settings_key
 from gateway.observability import add_response_listener, remove_response_listener
 from gateway.ops import checks, reconcile
@@ -42,7 +44,10 @@ def setup(app: web.Application) -> None:
     metrics = Metrics()
     app[metrics_key] = metrics
     app[ops_hub_key] = OpsHub(app[pool_key])
-    app.middlewares.append(_count_responses)
+    # Outermost: it counts the status the client got, after the request
+    # middleware has turned a refusal (ServiceError, a model's error) into
+    # its problem response. Inside it, every refusal counted as a 500.
+    app.middlewares.insert(0, _count_responses)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/ops/health/ledger", health_view)
@@ -84,6 +89,9 @@ async def _count_responses(request: web.Request, handler):
         return response
     except web.HTTPException as error:
         status = error.status
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = CLIENT_CLOSED  # the client went away (a stream closed): not the server's error
         raise
     finally:
         request.app[metrics_key].on_http(prefix, status)

@@ -94,6 +94,12 @@ def xlsx_to_csv(raw: bytes, rows_max: int) -> bytes:
             if index > rows_max + 1:
                 raise Invalid.field("file", f"more than {rows_max} rows; at most {rows_max} per upload")
             writer.writerow(cells)
+    except Invalid:
+        raise
+    except Exception as error:
+        # The sheet itself is read here, row by row: a damaged part (an XML
+        # cut short, a bad cell) is the file's fault, whatever the parser raises.
+        raise Invalid.field("file", f"cannot read the workbook's rows ({type(error).__name__}: {error})"[:300]) from None
     finally:
         workbook.close()
     return out.getvalue().encode("utf-8")

@@ -54,6 +54,13 @@ async def test_trial_balance_names_the_postings_carrying_the_difference(pool, pa
     assert result.figures["total_rupiah"] != 0
     assert {row["entry_id"] for row in result.rows} == {entry_id}
     assert posting_id not in {row["posting_id"] for row in result.rows}
+    # Every offending posting is counted, however few are listed (the audit
+    # of session 8: rows_total was the number listed, 0 with rows_max=0).
+    carrying = len(result.rows)
+    assert carrying >= 2 and result.rows_total == carrying
+    for rows_max in (1, 0):
+        capped = await check(pool, "trial_balance", rows_max=rows_max)
+        assert (len(capped.rows), capped.rows_total) == (rows_max, carrying)
 
 
 async def test_payment_equals_bill_names_the_payment(pool, paid_ledger):
