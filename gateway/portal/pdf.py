@@ -30,6 +30,21 @@ def _latin1(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
+def last_payable_day(expires_at: dt.datetime) -> dt.date:
+    """The last day (WIB) a bank takes the bill: `expires_at` is the start of
+    the day after it (gateway.domain.periods.bill_expires_at)."""
+    return (expires_at.astimezone(WIB) - dt.timedelta(microseconds=1)).date()
+
+
+def status_label(bill: dict, now: dt.datetime) -> str:
+    if bill["status"] == "paid":
+        return "LUNAS / PAID"
+    expires = bill.get("expires_at")
+    if isinstance(expires, dt.datetime) and expires <= now:
+        return "KEDALUWARSA / EXPIRED"
+    return "BELUM DIBAYAR / UNPAID"
+
+
 def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
     # Imported here: a gateway without fpdf2 still serves everything else.
     try:
@@ -95,12 +110,9 @@ def bill_pdf(bill: dict, employer: dict, *, generated_at: dt.datetime) -> bytes:
         ),
         (
             "Berlaku sampai / Payable until",
-            expires.astimezone(WIB).date().isoformat() if hasattr(expires, "astimezone") else str(expires),
+            last_payable_day(expires).isoformat() if isinstance(expires, dt.datetime) else str(expires),
         ),
-        (
-            "Status",
-            "LUNAS / PAID" if bill["status"] == "paid" else "BELUM DIBAYAR / UNPAID",
-        ),
+        ("Status", status_label(bill, generated_at)),
     ]
     pdf.set_font("Helvetica", "", 10)
     for label, value in facts:

@@ -341,3 +341,30 @@ async def test_upload_names_every_problem_of_a_row_even_after_a_bad_wage(gateway
     # The page shows each row as typed next to its errors.
     assert [r["row"] for r in body["rows"]] == [1, 2] and body["rows"][0]["wage"] == "-5"
     assert await participant_kpjs(gateway_server.pool, employer["npp"]) == before
+
+
+async def _pdf_text(server, bill, tmp_path) -> str:
+    status, content, _ = await call(server, "GET", f"/portal/api/bills/{bill.payment_code}/pdf", bill.api_key)
+    assert status == 200
+    return pdf_text_and_image(content, tmp_path / "bill.png")
+
+
+async def test_bill_pdf_prints_the_last_payable_day_not_the_day_it_stops(gateway_server, bills, tmp_path):
+    bill = await bills.create(workers=1)
+    expires_at = await gateway_server.pool.fetchval("select expires_at from bills where id = $1", bill.bill_id)
+    # expires_at is the start of a day in WIB: the day before is the last one a bank takes it.
+    stops = expires_at.astimezone(WIB)
+    assert (stops.hour, stops.minute) == (0, 0)
+    last_day = stops.date() - dt.timedelta(days=1)
+    text = await _pdf_text(gateway_server, bill, tmp_path)
+    assert last_day.isoformat() in text, text
+    assert stops.date().isoformat() not in text, text
+    assert "BELUM DIBAYAR / UNPAID" in text and "EXPIRED" not in text
+
+
+async def test_bill_pdf_marks_an_expired_bill_as_expired(gateway_server, bills, tmp_path):
+    this_month = Period.from_date(dt.datetime.now(dt.UTC).astimezone(WIB).date())
+    old = await bills.create(workers=1, period=str(this_month - 6))
+    text = await _pdf_text(gateway_server, old, tmp_path)
+    assert "KEDALUWARSA / EXPIRED" in text
+    assert "BELUM DIBAYAR" not in text and "UNPAID" not in text
