@@ -360,3 +360,58 @@ async def test_the_page_marks_every_wrong_cell_of_a_row_at_once(gateway_server, 
     finally:
         await context.close()
         await release_streams(gateway_server.pool)
+
+
+LONG_NAME = "X" * 150
+OVERFLOW_JS = "() => document.documentElement.scrollWidth - window.innerWidth"
+
+
+async def test_long_names_fit_the_screen_and_dates_and_times_say_what_they_mean(gateway_server, browser, bills, artifacts):
+    """A 150-character name with no space wraps instead of widening the page
+    (desktop and phone); paid times say WIB; an expired bill says so and shows
+    its last payable day, the day before its expires_at (the start of a WIB day)."""
+    from tests.portal.conftest import call
+
+    pool = gateway_server.pool
+    employer, api_key, kpjs = await bills.create_employer(workers=2)
+    await pool.execute("update employers set name = $2 where npp = $1", employer["npp"], LONG_NAME)
+    await pool.execute("update participants set name = $2 where kpj = $1", kpjs[0], "Y" * 150)
+    this_month = Period.from_date(dt.datetime.now(dt.UTC).astimezone(WIB).date())
+    old = await bills.report(employer, api_key, kpjs, str(this_month - 6))  # long past its 90 days
+    recent = await bills.report(employer, api_key, kpjs, str(this_month - 1))
+    status, body, _ = await call(gateway_server, "POST", f"/portal/api/bills/{recent.payment_code}/virtual-bank", api_key)
+    assert status == 200, body
+    expires_at = await pool.fetchval("select expires_at from bills where id = $1", old.bill_id)
+    last_day = expires_at.astimezone(WIB).date() - dt.timedelta(days=1)
+    for name, viewport, extra in (
+        ("desktop", DESKTOP, {}),
+        ("phone", PHONE, {"is_mobile": True, "has_touch": True, "device_scale_factor": 2}),
+    ):
+        context = await browser.new_context(viewport=viewport, locale="en-US", **extra)
+        page = await context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        try:
+            await page.goto(gateway_server.url + "/portal/")
+            await page.wait_for_selector("body[data-ready=true]")
+            await page.get_by_label("API key", exact=True).fill(api_key)
+            await page.get_by_label("API key", exact=True).press("Enter")
+            await page.wait_for_selector("#portal:not([hidden])")
+            await page.wait_for_function("() => document.querySelectorAll('#history-table tbody tr').length === 2")
+            await page.wait_for_function("() => document.querySelectorAll('#workers-table tbody tr').length === 2")
+            assert await page.text_content("#employer-name") == LONG_NAME
+            paid = page.locator(f"#history-table tr[data-code='{recent.payment_code}'] td").nth(5)
+            assert re.search(r"\d{1,2}:\d{2}( [AP]M)? WIB · snap:", await paid.text_content()), await paid.text_content()
+            expired_row = page.locator(f"#history-table tr[data-code='{old.payment_code}']")
+            assert await expired_row.locator("td").nth(4).text_content() == "Expired"
+            await press(page, page.get_by_role("button", name=f"View bill {old.payment_code}"))
+            await page.wait_for_function(
+                "code => document.querySelector('#bill-code').textContent === code", arg=old.payment_code
+            )
+            assert await page.text_content("#bill-status") == "Expired"
+            assert await page.text_content("#bill-expires") == f"{last_day.day} {last_day:%B} {last_day.year}"  # en-GB, as formatDate
+            await page.screenshot(path=str(artifacts / f"portal-long-name-{name}.png"), full_page=True)
+            overflow = await page.evaluate(OVERFLOW_JS)
+            assert overflow <= 0, f"{name}: the page is {overflow}px wider than the screen"
+        finally:
+            await context.close()
+            await release_streams(pool)

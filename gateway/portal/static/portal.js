@@ -67,6 +67,7 @@ const TEXT = {
     paymentCode: "Kode iuran",
     amountDue: "Jumlah tagihan",
     dueDate: "Jatuh tempo",
+    payableUntil: "Berlaku sampai",
     status: "Status",
     totalsCaption: "Rincian per program",
     colProgram: "Program", colEmployer: "Pemberi kerja", colWorker: "Pekerja", colGovernment: "Pemerintah*", colBilled: "Ditagih",
@@ -98,7 +99,7 @@ const TEXT = {
     registered: "Terdaftar. Simpan kunci API Anda sebelum melanjutkan.",
     required: "Wajib diisi.",
     billIssued: (code) => `Tagihan ${code} dibuat.`,
-    statusOpen: "Belum dibayar", statusPaid: "Lunas", statusLate: "Terlambat",
+    statusOpen: "Belum dibayar", statusPaid: "Lunas", statusLate: "Terlambat", statusExpired: "Kedaluwarsa",
     lateFees: (amount) => `Termasuk denda keterlambatan ${amount} (2% per bulan atas tagihan sebelumnya yang terlambat).`,
     paying: "Bank virtual sedang membayar melalui SNAP…",
     paid: (amount, codes) => `Lunas: ${amount} dibayar oleh bank virtual melalui SNAP (${codes}). Perlindungan pekerja diperbarui secara langsung di bawah.`,
@@ -173,6 +174,7 @@ const TEXT = {
     paymentCode: "Payment code",
     amountDue: "Amount due",
     dueDate: "Due date",
+    payableUntil: "Payable until",
     status: "Status",
     totalsCaption: "Totals per program",
     colProgram: "Program", colEmployer: "Employer", colWorker: "Worker", colGovernment: "Government*", colBilled: "Billed",
@@ -203,7 +205,7 @@ const TEXT = {
     registered: "Registered. Keep your API key before you continue.",
     required: "Required.",
     billIssued: (code) => `Bill ${code} issued.`,
-    statusOpen: "Unpaid", statusPaid: "Paid", statusLate: "Overdue",
+    statusOpen: "Unpaid", statusPaid: "Paid", statusLate: "Overdue", statusExpired: "Expired",
     lateFees: (amount) => `Includes late fees of ${amount} (2% a month of an earlier late bill).`,
     paying: "The virtual bank is paying over SNAP…",
     paid: (amount, codes) => `Paid: ${amount} paid by the virtual bank over SNAP (${codes}). Worker protection updates live below.`,
@@ -268,8 +270,20 @@ function formatDate(iso) {
   return new Intl.DateTimeFormat(locale(), { dateStyle: "long", timeZone: "UTC" }).format(new Date(Date.UTC(y, m - 1, d)));
 }
 
+// Every time the portal shows is WIB (Asia/Pontianak, UTC+7), and says so.
 function formatDateTime(iso) {
-  return new Intl.DateTimeFormat(locale(), { dateStyle: "medium", timeStyle: "short", timeZone: "Asia/Pontianak" }).format(new Date(iso));
+  return `${new Intl.DateTimeFormat(locale(), { dateStyle: "medium", timeStyle: "short", timeZone: "Asia/Pontianak" }).format(new Date(iso))} WIB`;
+}
+
+// A bill's expires_at is the start of a day in WIB (bill_expires_at); the
+// last day a bank takes it is the day before, as the PDF prints it.
+function lastPayableDay(expiresAt) {
+  return new Intl.DateTimeFormat("en-CA", { timeZone: "Asia/Pontianak", year: "numeric", month: "2-digit", day: "2-digit" })
+    .format(new Date(Date.parse(expiresAt) - 1));
+}
+
+function isExpired(bill) {
+  return bill.status === "open" && Boolean(bill.expires_at) && Date.parse(bill.expires_at) <= Date.now();
 }
 
 function formatPeriod(period) {
@@ -712,6 +726,7 @@ function showBill(bill) {
 
 function billStatus(bill) {
   if (bill.status === "paid") return ["statusPaid", "status-paid"];
+  if (isExpired(bill)) return ["statusExpired", "status-expired"];
   const today = new Date().toISOString().slice(0, 10);
   return bill.due_date < today ? ["statusLate", "status-late"] : ["statusOpen", "status-open"];
 }
@@ -724,6 +739,7 @@ function renderBill() {
   $("#bill-total").textContent = rupiah(bill.total_rupiah);
   $("#bill-period").textContent = formatPeriod(bill.period) + (bill.kpj ? ` · ${t("bpu")} ${bill.kpj}` : "");
   $("#bill-due").textContent = formatDate(bill.due_date);
+  $("#bill-expires").textContent = bill.expires_at ? formatDate(lastPayableDay(bill.expires_at)) : "—";
   const [statusKey, statusClass] = billStatus(bill);
   const status = $("#bill-status");
   status.textContent = t(statusKey);
@@ -943,8 +959,11 @@ function renderHistory() {
   const body = $("#history-table tbody");
   body.replaceChildren();
   const overdue = new Set(data.arrears.map((a) => a.payment_code));
+  const expired = new Set(data.arrears.filter((a) => a.expired).map((a) => a.payment_code));
   for (const bill of data.bills) {
-    const [statusKey, statusClass] = bill.status === "paid" ? ["statusPaid", "status-paid"] : overdue.has(bill.payment_code) ? ["statusLate", "status-late"] : ["statusOpen", "status-open"];
+    const [statusKey, statusClass] = bill.status === "paid" ? ["statusPaid", "status-paid"]
+      : expired.has(bill.payment_code) ? ["statusExpired", "status-expired"]
+      : overdue.has(bill.payment_code) ? ["statusLate", "status-late"] : ["statusOpen", "status-open"];
     const view = el("button", { type: "button", class: "btn btn-small", "aria-label": t("viewBill", bill.payment_code), text: t("view") });
     view.addEventListener("click", () => openBill(bill.payment_code));
     body.append(
