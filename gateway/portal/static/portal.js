@@ -727,7 +727,8 @@ function showBill(bill) {
 function billStatus(bill) {
   if (bill.status === "paid") return ["statusPaid", "status-paid"];
   if (isExpired(bill)) return ["statusExpired", "status-expired"];
-  const today = new Date().toISOString().slice(0, 10);
+  // Today in WIB (a due date is a WIB day): "en-CA" writes YYYY-MM-DD.
+  const today = new Date().toLocaleDateString("en-CA", { timeZone: "Asia/Pontianak" });
   return bill.due_date < today ? ["statusLate", "status-late"] : ["statusOpen", "status-open"];
 }
 
