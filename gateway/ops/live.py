@@ -47,6 +47,7 @@ class OpsHub:
         health_interval_ms: int = 30_000,
         health_busy_percent_max: int = 10,
         first_health_wait_ms: int = 2_000,
+        fresh_health_wait_ms: int = 5_000,
         history_samples_max: int = 60,
         listener_queue_events_max: int = 8,
         listeners_max: int = 100,
@@ -58,6 +59,7 @@ class OpsHub:
             raise ValueError(f"health_busy_percent_max must be 1 to 100, not {health_busy_percent_max}")
         self.health_busy_percent_max = health_busy_percent_max
         self.first_health_wait_ms = first_health_wait_ms
+        self.fresh_health_wait_ms = fresh_health_wait_ms
         self.listener_queue_events_max = listener_queue_events_max
         self.listeners_max = listeners_max
         self.history: collections.deque[dict] = collections.deque(maxlen=history_samples_max)
@@ -91,6 +93,12 @@ class OpsHub:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    def _health_due(self, now: float) -> bool:
+        """True when the verdicts held are not the latest there should be:
+        a run is going, or the wait after the last one is over (or none ran)."""
+        task = self._health_task
+        return task is None or not task.done() or now - self._health_at >= self._health_wait_s
 
     def _check_health_if_due(self, now: float) -> None:
         """Start a run of the ledger checks unless one is running, or the last
@@ -176,17 +184,32 @@ class OpsHub:
             self._last = (now, accepted)
             self.history.append({"at": generated_at.isoformat(timespec="seconds"), "per_second": round(per_second, 1)})
             self.sequence += 1
-        self._check_health_if_due(now)
-        if not advance and self._health is None and self._health_task is not None:
-            # A one-off read (GET /ops/summary) of a hub that never checked:
-            # the first verdicts if they come quickly, `checking` if not.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.first_health_wait_ms / 1000):  # not wait_for (see callbacks/worker.py)
+        due = self._health_due(now)
+        self._check_health_if_due(now)  # starts no second run while one is going
+        health = None
+        if not advance and due and self._health_task is not None:
+            # A one-off read (GET /ops/summary) with verdicts that are due:
+            # no sampler may be running (no dashboard open), so the read waits
+            # for the run it started (or the one going), for at most
+            # `fresh_health_wait_ms` (`first_health_wait_ms` before any
+            # verdict), then answers the last verdicts marked `stale`.
+            first = self._health is None
+            wait_ms = self.first_health_wait_ms if first else self.fresh_health_wait_ms
+            stale = False
+            try:
+                async with asyncio.timeout(wait_ms / 1000):  # not wait_for (see callbacks/worker.py)
                     await asyncio.shield(self._health_task)
+            except TimeoutError:
+                stale = True
+            except Exception:  # noqa: BLE001, S110 - the run reports its own failure in the verdicts
+                pass
+            health = {**self.health(), "stale": stale}
+        elif not advance:
+            health = {**self.health(), "stale": False}
         return {
             "sequence": self.sequence,
             "generated_at": generated_at.isoformat(),
             "payments": {"accepted": accepted, "per_second": round(per_second, 1), "history": list(self.history)},
-            "health": self.health(),
+            "health": health if health is not None else self.health(),
             "deliveries": deliveries,
         }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import datetime as dt
 import io
 from urllib.parse import urlsplit
 
@@ -155,3 +157,65 @@ async def test_readiness_fails_while_postgresql_is_unreachable(admin_url, databa
         await admin.execute(f'alter database "{name}" allow_connections true')
         await admin.close()
         await gateway.stop()
+
+
+async def _summary_health(http, server) -> dict:
+    async with http.get(server.url + "/ops/summary") as response:
+        assert response.status == 200
+        return (await response.json())["health"]
+
+
+async def test_summary_without_a_dashboard_answers_the_due_check_not_the_previous_one(gateway_server, bills):
+    """No /ops/stream listener, so no sampler: a read of /ops/summary whose
+    verdicts are due waits for the fresh run instead of answering the last."""
+    from gateway.ops.http import ops_hub_key
+
+    hub = gateway_server.gateway.app[ops_hub_key]
+    hub.health_interval_ms = 200
+    first = await pay(gateway_server, bills, 1)
+    async with aiohttp.ClientSession() as http:
+        health = await _summary_health(http, gateway_server)
+        assert health["status"] == "ok"
+        async with tampering(gateway_server.pool) as conn:
+            amount = await conn.fetchval("select amount_rupiah from payments where id = $1", first.payment_id)
+            await conn.execute("update payments set amount_rupiah = 1 where id = $1", first.payment_id)
+        await asyncio.sleep(hub._health_wait_s + 0.05)  # the verdicts are due
+        health = await _summary_health(http, gateway_server)
+        assert health["status"] == "violation", health
+        assert health["stale"] is False
+        assert dt.datetime.fromisoformat(health["next_check_at"]) > dt.datetime.fromisoformat(health["checked_at"])
+        async with tampering(gateway_server.pool) as conn:
+            await conn.execute("update payments set amount_rupiah = $2 where id = $1", first.payment_id, amount)
+        await asyncio.sleep(hub._health_wait_s + 0.05)
+        health = await _summary_health(http, gateway_server)
+        assert health["status"] == "ok", health
+    assert hub._listeners == set()  # nobody listened: the reads did the checking
+
+
+async def test_summary_answers_the_previous_verdicts_as_stale_when_the_check_is_slow(database_url, gateway_server, bills):
+    from gateway.ops.http import ops_hub_key
+
+    hub = gateway_server.gateway.app[ops_hub_key]
+    hub.health_interval_ms = 200
+    hub.fresh_health_wait_ms = 100
+    await pay(gateway_server, bills, 1)
+    async with aiohttp.ClientSession() as http:
+        good = await _summary_health(http, gateway_server)
+        assert good["status"] == "ok"
+        await asyncio.sleep(hub._health_wait_s + 0.05)
+        blocker = await asyncpg.connect(database_url)
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("lock table postings in access exclusive mode")
+        try:
+            health = await _summary_health(http, gateway_server)
+            run = hub._health_task
+            again = await _summary_health(http, gateway_server)
+            assert hub._health_task is run  # the second read waits on the same run, starts none
+        finally:
+            await tx.rollback()
+            await blocker.close()
+        for h in (health, again):
+            assert h["stale"] is True
+            assert h["status"] == "ok" and h["checked_at"] == good["checked_at"]
+        await asyncio.wait_for(run, 30)
