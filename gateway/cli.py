@@ -483,6 +483,19 @@ async def _print_demo_banner(gateway) -> None:
     click.echo("\n".join(lines))
 
 
+def ranked_by_coverage(rows: list[dict]) -> list[dict]:
+    """Regencies by exact coverage, protected / workforce (a Fraction: no
+    rounding, no float), highest first; ties by regency code. Basis points
+    would tie regencies that differ (Melawi 80/76707 above Bengkayang 92/96229,
+    both 10 bp). The dashboard ranks the same way (dashboard.js, byCoverage)."""
+    from fractions import Fraction
+
+    def ratio(row: dict) -> Fraction:
+        return Fraction(row["protected"], row["workforce"]) if row["workforce"] else Fraction(0)
+
+    return sorted(rows, key=lambda r: (-ratio(r), r["regency_code"]))
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 @click.pass_obj
@@ -501,7 +514,7 @@ def coverage(services: Services, as_json: bool) -> None:
         click.echo(json.dumps(snap, indent=2))
         return
     click.echo(f"Province: {snap['province']['protected']:,} protected, {snap['province']['coverage_percent']}% of {snap['province']['workforce']:,}")
-    for row in sorted(snap["regencies"], key=lambda r: -r["coverage_basis_points"]):
+    for row in ranked_by_coverage(snap["regencies"]):
         click.echo(f"  {row['regency_code']} {row['name']:<14} {row['protected']:>9,}  {row['coverage_percent']:>6}%")
 
 

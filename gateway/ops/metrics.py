@@ -126,7 +126,8 @@ class Metrics:
             labels = (row["regency_code"], row["name"])
             self.protected.labels(*labels).set(row["protected"])
             self.workforce.labels(*labels).set(row["workforce"])
-            self.coverage.labels(*labels).set(row["coverage_basis_points"] / 10_000)
+            # The exact ratio, not basis points / 10,000 (rounded to 0.01 %).
+            self.coverage.labels(*labels).set(row["protected"] / row["workforce"] if row["workforce"] else 0.0)
         province = coverage_snapshot["province"]
         self.province.set(province["protected"] / province["workforce"])
         self.target.set(province["target_basis_points"] / 10_000)

@@ -75,3 +75,19 @@ async def test_reconcile_refuses_a_bad_file_with_the_reason(database_url, tmp_pa
     code, _, err = await kanal(database_url, "reconcile", str(bad))
     assert code == 1
     assert "line 2.amount_rupiah: 12.5 has a fraction of a rupiah" in err
+
+
+async def test_coverage_ranks_by_the_exact_ratio_then_by_regency_code(database_url, payments, bills):
+    """Melawi 80/76707 (10.43 bp) covers more than Bengkayang 92/96229 (9.56 bp):
+    both round to 10 bp, and Bengkayang came first by the snapshot's order."""
+    from bank_adapters.base import PayCommand, PayOutcome
+
+    for n, (code, workers) in enumerate((("6107", 92), ("6110", 80))):
+        info = await bills.create(workers=workers, regency_code=code)
+        result = await payments.pay(PayCommand(info.payment_code, info.total_rupiah, "snap:BANKKALBAR", f"COV-{n}", f"RC{n:05d}"))
+        assert result.outcome == PayOutcome.POSTED
+    status, out, err = await kanal(database_url, "coverage")
+    assert status == 0, err
+    codes = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert codes[:2] == ["6110", "6107"], out
+    assert codes[2:] == sorted(codes[2:]), out  # the rest tie at 0: by regency code

@@ -52,3 +52,26 @@ async def test_dashboard_updates_live_after_payments(gateway_server, bills, brow
     assert errors == []
     assert (artifacts / "ops-dashboard-desktop.png").stat().st_size > 10_000
     assert (artifacts / "ops-dashboard-phone.png").stat().st_size > 10_000
+
+
+async def _pay(server, bills, n: int, code: str, workers: int) -> None:
+    info = await bills.create(workers=workers, regency_code=code)
+    result = await server.payments.pay(PayCommand(info.payment_code, info.total_rupiah, "snap:BANKKALBAR", f"DB-{n}", f"DB{n:05d}"))
+    assert result.outcome == PayOutcome.POSTED
+
+
+async def test_the_ranking_uses_the_exact_ratio_then_the_regency_code(gateway_server, bills, browser):
+    """Melawi 80/76707 (10.43 bp) above Bengkayang 92/96229 (9.56 bp), both
+    10 bp once rounded; the regencies that tie (none protected) by code, as
+    `kanal coverage` ranks them, not by name."""
+    for n, (code, workers) in enumerate((("6107", 92), ("6110", 80))):
+        await _pay(gateway_server, bills, n, code, workers)
+    page = await browser.new_page()
+    try:
+        await page.goto(gateway_server.url + "/ops/")
+        await page.wait_for_selector("#province-protected[data-value='172']")
+        codes = await page.eval_on_selector_all("#board li", "items => items.map((li) => li.dataset.regency)")
+    finally:
+        await page.close()
+    assert codes[:2] == ["6110", "6107"]
+    assert codes[2:] == sorted(codes[2:]) and len(codes) == 14

@@ -114,6 +114,9 @@ async def test_metrics_parse_with_the_prometheus_parser(gateway_server, bills):
     assert samples[("kanal_posting_batch_size_count", ())] >= 1
     assert samples[("kanal_posting_batch_size_sum", ())] == 3  # every payment went through some batch
     assert samples[("kanal_coverage_protected", (("regency", "Ketapang"), ("regency_code", "6104")))] == 6
+    ketapang = (("regency", "Ketapang"), ("regency_code", "6104"))
+    workforce = samples[("kanal_coverage_workforce", ketapang)]
+    assert samples[("kanal_coverage_ratio", ketapang)] == 6 / workforce  # exact, not 0 basis points / 10,000
     assert samples[("kanal_province_coverage_target_ratio", ())] == 0.5956
     assert samples[("kanal_outbox_events", ())] >= 6
     if "kanal_outbox_backlog_events" in families:

@@ -41,6 +41,17 @@ function drawGauge(bp, targetBp) {
   t.setAttribute("x2", outer[0]); t.setAttribute("y2", outer[1]);
 }
 
+// Exact coverage, highest first: protected / workforce compared as
+// a.protected * b.workforce against b.protected * a.workforce (integers, as
+// BigInt: no rounding), not basis points, which tie regencies that differ.
+// Ties by regency code, as `kanal coverage` ranks (gateway/cli.py).
+function byCoverage(a, b) {
+  const left = BigInt(a.protected) * BigInt(b.workforce);
+  const right = BigInt(b.protected) * BigInt(a.workforce);
+  if (left !== right) return left > right ? -1 : 1;
+  return a.regency_code < b.regency_code ? -1 : (a.regency_code > b.regency_code ? 1 : 0);
+}
+
 function drawCoverage(snap) {
   const p = snap.province;
   const targetBp = p.target_basis_points || TARGET_BP;
@@ -53,8 +64,7 @@ function drawCoverage(snap) {
   setText("province-gap", needed === 0 ? "reached" : nf.format(needed) + " workers");
   setText("coverage-asof", "as of " + snap.as_of + " · update " + snap.sequence);
 
-  const rows = [...snap.regencies].sort((a, b) =>
-    b.coverage_basis_points - a.coverage_basis_points || b.protected - a.protected || a.name.localeCompare(b.name));
+  const rows = [...snap.regencies].sort(byCoverage);
   const scaleBp = Math.max(targetBp * 1.15, ...rows.map((r) => r.coverage_basis_points), 1);
   const board = $("board");
   board.replaceChildren(...rows.map((r, i) => {
