@@ -75,3 +75,46 @@ async def test_the_ranking_uses_the_exact_ratio_then_the_regency_code(gateway_se
         await page.close()
     assert codes[:2] == ["6110", "6107"]
     assert codes[2:] == sorted(codes[2:]) and len(codes) == 14
+
+
+async def test_times_in_wib_and_numbers_in_the_pages_language_whatever_the_browser(gateway_server, bills, browser):
+    """A browser in New York with an Indonesian locale: the health card's times
+    are Pontianak's, labelled WIB, and the English page groups its numbers the
+    English way (1,819,430 next to 0.06%), not id-ID's 1.819.430."""
+    import datetime as dt
+    import re
+
+    import aiohttp
+
+    await _pay(gateway_server, bills, 1, "6104", 3)
+    context = await browser.new_context(timezone_id="America/New_York", locale="id-ID")
+    page = await context.new_page()
+    try:
+        await page.goto(gateway_server.url + "/ops/")
+        await page.wait_for_selector("#checks li[data-check='entries_balance'].ok")
+        await page.wait_for_selector("#province-protected[data-value='3']")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(gateway_server.url + "/ops/summary") as response:
+                health = (await response.json())["health"]  # not due yet: the verdicts the page shows
+            async with http.get(gateway_server.url + "/api/v1/coverage") as response:
+                coverage = await response.json()
+        when = await page.text_content("#health-at")
+        workforce = await page.text_content("#province-workforce")
+        protected = await page.text_content("#province-protected")
+        gauge = await page.text_content("#province-percent")
+        target = await page.text_content("#province-target")
+    finally:
+        await context.close()
+
+    def hms(iso: str) -> str:
+        return dt.datetime.fromisoformat(iso).astimezone(dt.timezone(dt.timedelta(hours=7))).strftime("%H:%M:%S")
+
+    # The numbers first: each half of this test failed on its own before its fix.
+    province = coverage["province"]
+    assert workforce == f"{province['workforce']:,}"  # 1,819,430: English grouping
+    assert f"checked {hms(health['checked_at'])} WIB" in when, when
+    assert f"next at {hms(health['next_check_at'])} WIB" in when, when
+    assert re.search(r"\d\d:\d\d:\d\d WIB", when)
+    assert protected == "3"
+    bp = province["coverage_basis_points"]
+    assert gauge == f"{bp // 100}.{bp % 100:02d}%" and target == "target 59.56%"

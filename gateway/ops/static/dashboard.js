@@ -7,10 +7,20 @@
 
 const TARGET_BP = 5956;
 const $ = (id) => document.getElementById(id);
-const nf = new Intl.NumberFormat("id-ID");
+// Numbers follow the page's language (<html lang>, "en": 1,819,430 and 0.06%),
+// counts and percentages alike, whatever the browser's locale.
+const LANG = document.documentElement.lang || "en";
+const nf = new Intl.NumberFormat(LANG);
+const nf1 = new Intl.NumberFormat(LANG, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+const nf2 = new Intl.NumberFormat(LANG, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+// Times in Kalimantan Barat's zone (WIB), labelled, whatever the browser's zone.
+const wibTime = new Intl.DateTimeFormat(LANG, {
+  timeZone: "Asia/Pontianak", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+});
+function wib(iso) { return wibTime.format(new Date(iso)) + " WIB"; }
 const streams = { coverage: false, ops: false };
 
-function pct(bp) { return (bp / 100).toFixed(2) + "%"; }
+function pct(bp) { return nf2.format(bp / 100) + "%"; }
 function setText(id, text, value) {
   const el = $(id);
   el.textContent = text;
@@ -56,7 +66,7 @@ function drawCoverage(snap) {
   const p = snap.province;
   const targetBp = p.target_basis_points || TARGET_BP;
   drawGauge(p.coverage_basis_points, targetBp);
-  setText("province-percent", p.coverage_percent + "%");
+  setText("province-percent", pct(p.coverage_basis_points));
   setText("province-target", "target " + pct(targetBp));
   setText("province-protected", nf.format(p.protected), p.protected);
   setText("province-workforce", nf.format(p.workforce));
@@ -75,7 +85,7 @@ function drawCoverage(snap) {
       `<span class="name"></span>` +
       `<span class="bar"><span style="width:${(100 * r.coverage_basis_points / scaleBp).toFixed(2)}%"></span>` +
       `<i class="goal" style="left:${(100 * targetBp / scaleBp).toFixed(2)}%"></i></span>` +
-      `<span class="pct">${r.coverage_percent}%<small class="protected"></small></span>`;
+      `<span class="pct">${pct(r.coverage_basis_points)}<small class="protected"></small></span>`;
     li.querySelector(".name").textContent = r.name;
     li.querySelector(".protected").textContent = nf.format(r.protected) + " / " + nf.format(r.workforce);
     li.querySelector(".protected").dataset.value = String(r.protected);
@@ -92,7 +102,7 @@ function drawSpark(history) {
   const pts = values.map((v, i) => `${(300 * i / n).toFixed(1)},${(68 - 64 * v / peak).toFixed(1)}`);
   $("spark-line").setAttribute("points", pts.join(" "));
   $("spark-area").setAttribute("points", values.length ? `0,70 ${pts.join(" ")} 300,70` : "");
-  setText("pps-peak", Math.max(0, ...values).toFixed(1));
+  setText("pps-peak", nf1.format(Math.max(0, ...values)));
 }
 
 const MARKS = { ok: "✓", violation: "✗", skipped: "–" };
@@ -116,15 +126,15 @@ function drawHealth(health) {
   }));
   // The checks read whole tables and run on their own: say when, and how long they took.
   let when = health.checked_at
-    ? "checked " + new Date(health.checked_at).toLocaleTimeString()
-      + (health.check_seconds !== undefined ? ` in ${health.check_seconds.toFixed(1)} s` : "")
+    ? "checked " + wib(health.checked_at)
+      + (health.check_seconds !== undefined ? ` in ${nf1.format(health.check_seconds)} s` : "")
     : (health.error ? "no check has finished yet" : "the first check is running");
   if (health.error) {
-    when += ` · the last run failed (${health.error}) at ${new Date(health.error_at).toLocaleTimeString()}`
+    when += ` · the last run failed (${health.error}) at ${wib(health.error_at)}`
       + (health.checked_at ? "; the verdicts above are from before it" : "") + "; trying again";
   }
   // The next run waits longer after a long one (a tenth of the time at most).
-  if (health.next_check_at) when += ` · next at ${new Date(health.next_check_at).toLocaleTimeString()}`;
+  if (health.next_check_at) when += ` · next at ${wib(health.next_check_at)}`;
   setText("health-at", when);
 }
 
@@ -155,12 +165,12 @@ function drawDeliveries(deliveries) {
   const finished = (deliveries.delivered || 0) + (deliveries.failed || 0) + (deliveries.gone || 0);
   const failed = (deliveries.failed || 0) + (deliveries.gone || 0);
   setText("deliveries-note", finished
-    ? `${(100 * failed / finished).toFixed(2)}% of ${nf.format(finished)} finished deliveries failed`
+    ? `${nf2.format(100 * failed / finished)}% of ${nf.format(finished)} finished deliveries failed`
     : "No finished deliveries yet.");
 }
 
 function drawOps(message) {
-  setText("pps", message.payments.per_second.toFixed(1), message.payments.per_second);
+  setText("pps", nf1.format(message.payments.per_second), message.payments.per_second);
   setText("payments-accepted", nf.format(message.payments.accepted), message.payments.accepted);
   drawSpark(message.payments.history);
   drawHealth(message.health);
