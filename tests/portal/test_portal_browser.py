@@ -75,6 +75,15 @@ async def press(page, locator, key: str = "Enter") -> None:
     await page.keyboard.press(key)
 
 
+async def sign_in(page, base_url: str, api_key: str) -> None:
+    """Open the portal and sign in with an employer's key, from the keyboard."""
+    await page.goto(base_url + "/portal/")
+    await page.wait_for_selector("body[data-ready=true]")
+    await page.get_by_label("API key", exact=True).fill(api_key)
+    await page.get_by_label("API key", exact=True).press("Enter")
+    await page.wait_for_selector("#portal:not([hidden])")
+
+
 async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, planted):
     pool = gateway_server.pool
     this_month = Period.from_date(dt.datetime.now(dt.UTC).astimezone(WIB).date())
@@ -338,11 +347,7 @@ async def test_the_page_marks_every_wrong_cell_of_a_row_at_once(gateway_server, 
     page = await context.new_page()
     page.set_default_timeout(WAIT_MS)
     try:
-        await page.goto(gateway_server.url + "/portal/")
-        await page.wait_for_selector("body[data-ready=true]")
-        await page.get_by_label("API key", exact=True).fill(api_key)
-        await page.get_by_label("API key", exact=True).press("Enter")
-        await page.wait_for_selector("#portal:not([hidden])")
+        await sign_in(page, gateway_server.url, api_key)
         await page.locator("#upload-file").set_input_files(
             files=[{"name": "workers.csv", "mimeType": "text/csv", "buffer": b"kpj,nik,name,wage,segment\n123,abc,,-5,XX\n"}]
         )
@@ -391,11 +396,7 @@ async def test_long_names_fit_the_screen_and_dates_and_times_say_what_they_mean(
         page = await context.new_page()
         page.set_default_timeout(WAIT_MS)
         try:
-            await page.goto(gateway_server.url + "/portal/")
-            await page.wait_for_selector("body[data-ready=true]")
-            await page.get_by_label("API key", exact=True).fill(api_key)
-            await page.get_by_label("API key", exact=True).press("Enter")
-            await page.wait_for_selector("#portal:not([hidden])")
+            await sign_in(page, gateway_server.url, api_key)
             await page.wait_for_function("() => document.querySelectorAll('#history-table tbody tr').length === 2")
             await page.wait_for_function("() => document.querySelectorAll('#workers-table tbody tr').length === 2")
             assert await page.text_content("#employer-name") == LONG_NAME
