@@ -233,9 +233,5 @@ async def read_json(request: web.Request, limit_bytes: int) -> Any:
         ) from None
 
 
-async def read_model(request: web.Request, model: type[M], limit_bytes: int) -> M:
-    return model.model_validate(await read_json(request, limit_bytes))
-
-
 def json_ok(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda obj: json.dumps(obj, default=str))

@@ -1,6 +1,6 @@
 """Worker uploads from a spreadsheet: an `.xlsx` workbook becomes the same CSV
 the employer API reads, so one parser (`parse_participants_csv`) and one set
-of rules (`employers.validate_rows`, `employers.add_participants`) judge
+of rules (`employers.judge_rows`, `employers.add_participants`) judge
 every upload, whatever its format.
 
 Row numbers are the API's: data rows counted from 1 after the header. In a

@@ -196,12 +196,6 @@ def _check_rows(rows: Sequence[ParticipantRow]) -> _Checked:
     return checked
 
 
-def validate_rows(rows: Sequence[ParticipantRow]) -> tuple[list[ParticipantRow], list[dict]]:
-    """Domain checks of each row and duplicates within the upload."""
-    checked = _check_rows(rows)
-    return checked.valid, in_row_order(checked.errors)
-
-
 async def judge_rows(
     conn: asyncpg.Connection, employer: asyncpg.Record, rows: Sequence[ParticipantRow]
 ) -> tuple[list[ParticipantRow], list[dict]]:
