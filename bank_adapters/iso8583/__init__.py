@@ -104,11 +104,8 @@ class Iso8583Adapter:
         settings (migration 0026): those named in partner_ids, and
         iso8583-<acquirer> for each other acquirer the profile serves."""
         assert self.profile is not None
-        names = list(partner_ids.values()) + [
-            f"iso8583-{a}" for a in sorted({acquirer_code(a) for a in self.profile.acquirers}) if a not in partner_ids
-        ]
         try:
-            await record_configured_partners(pool, self.name, names)
+            await record_configured_partners(pool, self.name, partner_names(self.profile, partner_ids))
         except Exception:  # a gateway serves banks whether or not this note was written
             log.exception("iso8583.partners_not_recorded")
 
@@ -116,6 +113,15 @@ class Iso8583Adapter:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+
+
+def partner_names(profile: Profile, partner_ids: Mapping[str, str]) -> list[str]:
+    """The partner ids a link with this profile answers for: those named in
+    partner_ids (acquirer -> partner id), and iso8583-<acquirer> for each
+    other acquirer the profile serves (none listed: any acquirer)."""
+    names = list(partner_ids.values())
+    names += [f"iso8583-{a}" for a in sorted({acquirer_code(a) for a in profile.acquirers}) if a not in partner_ids]
+    return names
 
 
 def parse_partner_ids(text: str) -> Mapping[str, str]:

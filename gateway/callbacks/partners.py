@@ -56,16 +56,13 @@ def _iso8583_names(settings: Any) -> tuple[list[str], bool]:
 @functools.lru_cache(maxsize=8)
 def _iso8583_names_of(profile_name: str, partner_ids: str) -> tuple[tuple[str, ...], bool]:
     try:
-        from bank_adapters.iso8583 import load_profile, parse_partner_ids
-        from bank_adapters.iso8583.handler import acquirer_code
+        from bank_adapters.iso8583 import load_profile, parse_partner_ids, partner_names
 
         named = parse_partner_ids(partner_ids)
         profile = load_profile(profile_name)
     except (ImportError, ValueError):  # no ISO 8583 adapter, or one that cannot start
         return (), False
-    names = list(named.values())
-    names += [f"iso8583-{a}" for a in sorted({acquirer_code(a) for a in profile.acquirers}) if a not in named]
-    return tuple(names), not profile.acquirers
+    return tuple(partner_names(profile, named)), not profile.acquirers
 
 
 async def _snap_partners(pool: asyncpg.Pool) -> list[str]:
