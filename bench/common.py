@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -249,6 +250,88 @@ async def bpu_bills(pool: asyncpg.Pool, count: int, *, npp: str = "BENCH001", no
     return [(b["payment_code"], b["total_rupiah"]) for b in bills]
 
 
+# What the checkpointer and the WAL have done so far (PostgreSQL 17 and later).
+# The checkpointer reports its counters while a spread checkpoint writes, so
+# `buffers_written` rising between two samples means one was writing then;
+# `wal_fpi` counts full-page images, which every page's first change after a
+# checkpoint begins adds to the WAL.
+CHECKPOINT_SAMPLE_SQL = """
+select c.num_timed + c.num_requested as checkpoints_begun, c.buffers_written, w.wal_fpi, w.wal_bytes::bigint as wal_bytes
+from pg_stat_checkpointer c, pg_stat_wal w"""
+
+
+class CheckpointSampler:
+    """Samples CHECKPOINT_SAMPLE_SQL every `interval_s` on its own connection
+    while a run goes on, each sample stamped with time.perf_counter()."""
+
+    def __init__(self, url: str, interval_s: float = 0.5) -> None:
+        self.url, self.interval_s = url, interval_s
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Self:
+        conn = await asyncpg.connect(self.url)
+        try:
+            await self._sample(conn)
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):  # before PostgreSQL 17: no windows
+            await conn.close()
+            return self
+
+        async def loop() -> None:
+            try:
+                while True:
+                    await asyncio.sleep(self.interval_s)
+                    await self._sample(conn)
+            finally:
+                await conn.close()
+
+        self._task = asyncio.create_task(loop())
+        return self
+
+    async def _sample(self, conn: asyncpg.Connection) -> None:
+        row = await conn.fetchrow(CHECKPOINT_SAMPLE_SQL)
+        self.samples.append((time.perf_counter(), {key: int(value) for key, value in row.items()}))
+
+    async def __aexit__(self, *_exc) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def _at(self, moment: float) -> dict[str, int]:
+        """The counters as last sampled at or before `moment` (the first sample before the run)."""
+        latest = self.samples[0][1]
+        for stamp, values in self.samples:
+            if stamp > moment:
+                break
+            latest = values
+        return latest
+
+    def windows(self, result: LoadResult, window_s: float) -> list[dict]:
+        """The run cut into windows of `window_s` seconds by when each operation
+        finished: throughput and p99 of each, next to what the checkpointer and
+        the WAL did in it."""
+        if not self.samples:
+            return []
+        out = []
+        start = 0.0
+        while start < result.seconds:
+            end = min(start + window_s, result.seconds)
+            latencies = sorted(ms for ms, at in zip(result.latencies_ms, result.finished_s, strict=True) if start <= at < end)
+            before, after = self._at(result.started_perf + start), self._at(result.started_perf + end)
+            out.append({
+                "from_s": round(start, 1),
+                "to_s": round(end, 1),
+                "operations": len(latencies),
+                "per_second": round(len(latencies) / (end - start), 1) if end > start else 0.0,
+                "p99_ms": round(latencies[min(len(latencies) - 1, max(0, round(0.99 * len(latencies)) - 1))], 2) if latencies else 0.0,
+                **{f"{key}_delta": after[key] - before[key] for key in after},
+            })
+            start = end
+        return out
+
+
 # ---------------------------------------------------------- load runner ----
 
 
@@ -258,6 +341,10 @@ class LoadResult:
     seconds: float
     latencies_ms: list[float] = field(default_factory=list)
     failures: int = 0
+    # When each operation finished, in seconds from the run's start (same order as latencies_ms).
+    finished_s: list[float] = field(default_factory=list)
+    # time.perf_counter() at the run's start, to line the run up with CheckpointSampler's samples.
+    started_perf: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -315,7 +402,9 @@ async def closed_loop(
                 return
             started = time.perf_counter()
             ok = await operation(item)
-            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+            finished = time.perf_counter()
+            result.latencies_ms.append((finished - started) * 1000)
+            result.finished_s.append(finished - run_started)
             result.operations += 1
             result.failures += 0 if ok else 1
 
@@ -325,9 +414,9 @@ async def closed_loop(
     gc.collect()
     gc.freeze()
     try:
-        started = time.perf_counter()
+        run_started = result.started_perf = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        result.seconds = time.perf_counter() - started
+        result.seconds = time.perf_counter() - run_started
     finally:
         gc.unfreeze()
     return result

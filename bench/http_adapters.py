@@ -9,11 +9,13 @@ import os
 import sys
 
 import aiohttp
+import asyncpg
 
 from bank_adapters.iso8583.client import Iso8583Client
 from bank_adapters.snap import protocol
 from bank_adapters.snap.client import Credentials, SnapClient
 from bench.common import (
+    CheckpointSampler,
     CpuMeter,
     Server,
     background_during,
@@ -75,7 +77,29 @@ async def register_bank(base: str) -> Credentials:
     )
 
 
-async def run(server: Server, *, payments: int, concurrency: int, iso_payments: int) -> dict:
+# The SNAP run's windows, in seconds: throughput and p99 of each next to what
+# the checkpointer and the WAL did in it (bench.common.CheckpointSampler).
+SNAP_WINDOW_S = 5.0
+
+
+async def checkpoint_timeout(url: str, seconds: int | None) -> None:
+    """Set the server's checkpoint_timeout (None: back to its configured
+    value). ALTER SYSTEM needs a superuser: the embedded server's role is one."""
+    conn = await asyncpg.connect(url)
+    try:
+        if seconds is None:
+            await conn.execute("alter system reset checkpoint_timeout")
+        else:
+            # ALTER SYSTEM takes no parameters; `seconds` is an int, checked here.
+            await conn.execute(f"alter system set checkpoint_timeout = '{int(seconds)}s'")
+        await conn.execute("select pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
+async def run(
+    server: Server, *, payments: int, concurrency: int, iso_payments: int, checkpoint_timeout_s: int | None = None
+) -> dict:
     url = await server.new_database("adapters")
     pool = await database.create_pool(url, size_min=1, size_max=4)
     try:
@@ -103,11 +127,22 @@ async def run(server: Server, *, payments: int, concurrency: int, iso_payments: 
                 return response.ok
 
             warmed = await warm_up(snap_warm, concurrency, snap_pay)
-            background = await background_work(url)
-            meter = CpuMeter(gateway.pid, server)
-            snap = await closed_loop(snap_bills, concurrency, snap_pay)
-            background = background_during(background, await background_work(url))
-        out["snap"] = {**snap.summary(), **meter.per_operation(snap.operations), **warmed, **background}
+            if checkpoint_timeout_s is not None:
+                await checkpoint_timeout(url, checkpoint_timeout_s)
+            try:
+                background = await background_work(url)
+                meter = CpuMeter(gateway.pid, server)
+                async with CheckpointSampler(url) as sampler:
+                    snap = await closed_loop(snap_bills, concurrency, snap_pay, seconds_max=max(60.0, payments / 500))
+                background = background_during(background, await background_work(url))
+            finally:
+                if checkpoint_timeout_s is not None:
+                    await checkpoint_timeout(url, None)
+        out["snap"] = {
+            **snap.summary(), **meter.per_operation(snap.operations), **warmed, **background,
+            "checkpoint_timeout_s": checkpoint_timeout_s,
+            "windows": sampler.windows(snap, SNAP_WINDOW_S),
+        }
 
         async def iso_run(warm, bills, links: int):
             clients = [Iso8583Client("127.0.0.1", iso_port, timeout_ms=30_000) for _ in range(links)]
