@@ -291,8 +291,8 @@ async def pay_with_virtual_bank(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     """Bills newest first with their standing payment, and the arrears: open
     bills past their due date with the late fee accrued so far (2% of the
-    bill's dues a month late, charged on the next wage report's bill if this
-    bill is still unpaid then: paid late before that, it is charged nothing)."""
+    bill's dues a month late, charged on the next wage report's bill; a bill
+    paid late before that is charged what accrued until its payment)."""
     employer = await authenticated_employer(request)
     npp = employer["npp"]
     now = utc_now()

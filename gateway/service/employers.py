@@ -534,27 +534,44 @@ async def _insert_bpu_bills(
 
 async def _late_fee_lines(conn: asyncpg.Connection, npp: str, now: dt.datetime) -> list[tuple]:
     """2% of a late bill's dues for each month late, less what earlier bills
-    already charged for it."""
+    already charged for it (contributions.md: "2% of the late dues for each
+    month late, [...] billed with a later month"). A bill still open is late
+    until today; a bill paid after its due date was late until the day
+    (WIB) of its payment, and owes the fee all the same."""
     today = now.astimezone(WIB).date()
-    late = await conn.fetch(
-        """select b.id, b.due_date,
-                  (select coalesce(sum(employer_rupiah + worker_rupiah), 0) from bill_lines
-                    where bill_id = b.id and program <> 'DENDA')::bigint as dues,
-                  (select coalesce(sum(employer_rupiah), 0) from bill_lines
-                    where late_fee_source_bill_id = b.id)::bigint as charged
-             from bills b
-            where b.npp = $1 and b.kind = 'PU' and b.status = 'open' and b.due_date < $2
-            order by b.id""",
-        npp,
-        today,
-    )
+    late = await conn.fetch(LATE_BILLS_SQL, npp, today, WIB.key)
     lines = []
     for bill in late:
-        months = dues.months_late(bill["due_date"], today)
+        months = dues.months_late(bill["due_date"], late_until(bill, today))
         fee = dues.late_fee_rupiah(bill["dues"], months) - bill["charged"]
         if fee > 0:
             lines.append((None, "DENDA", bill["dues"], fee, 0, 0, bill["id"], months))
     return lines
+
+
+# An employer's PU bills past their due date that owe (or owed) a late fee:
+# still open, or paid after the due date (the payment's day in $3, WIB). $1 npp, $2 today.
+LATE_BILLS_SQL = """
+select b.id, b.due_date, pay.posted_at as paid_at,
+       (select coalesce(sum(employer_rupiah + worker_rupiah), 0) from bill_lines
+         where bill_id = b.id and program <> 'DENDA')::bigint as dues,
+       (select coalesce(sum(employer_rupiah), 0) from bill_lines
+         where late_fee_source_bill_id = b.id)::bigint as charged
+  from bills b
+  left join lateral (select p.posted_at from payments p
+                      where p.bill_id = b.id and p.status = 'posted' offset 0) pay on true
+ where b.npp = $1 and b.kind = 'PU' and b.due_date < $2
+   and (b.status = 'open' or (pay.posted_at at time zone $3)::date > b.due_date)
+ order by b.id
+"""
+
+
+def late_until(bill: asyncpg.Record | dict, today: dt.date) -> dt.date:
+    """The last day a late bill counts as late: its payment's day (WIB) when
+    it was paid, else today."""
+    if bill["paid_at"] is None:
+        return today
+    return bill["paid_at"].astimezone(WIB).date()
 
 
 async def _insert_bill(

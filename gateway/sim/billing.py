@@ -10,9 +10,9 @@ employers in one transaction:
 1. one row per participant to bill (`sim_people`) with the amount of each of
    its lines, from the rate table in force (`dues.rate_schedule_for`: the
    rates are parameters, the SQL only does `divide_half_up` arithmetic the
-   same way as `gateway.domain.dues`), and the late fees of open PU bills
-   past their deadline (computed in Python by `dues.months_late` /
-   `late_fee_rupiah`);
+   same way as `gateway.domain.dues`), and the late fees of PU bills still
+   open, or paid, after their deadline (computed in Python by
+   `dues.months_late` / `late_fee_rupiah`);
 2. one bill per employer (PU) and per BPU participant, numbered in the order
    the wage reports would issue them (NPP, then the PU bill, then BPU bills
    by participant); the payment codes (from the same sequence and check digit,
@@ -48,6 +48,7 @@ import asyncpg
 
 from gateway.domain import codes, dues
 from gateway.domain.periods import WIB, Period, Segment, bill_expires_at, due_date
+from gateway.service.employers import late_until
 
 # Sorts and hashes over a chunk's rows (a million participants) stay in
 # memory instead of spilling to temporary files; set for the billing
@@ -105,15 +106,20 @@ with pu as (
 select people.*, row_number() over (partition by e, bpu order by participant_id)::int as rank from people
 """
 
+# The wage report's late bills (employers.LATE_BILLS_SQL): open, or paid
+# after their due date (the payment's day in $2, WIB).
 _LATE_SQL = """
-select b.id, b.npp, b.due_date,
+select b.id, b.npp, b.due_date, pay.posted_at as paid_at,
        (select coalesce(sum(employer_rupiah + worker_rupiah), 0) from bill_lines
          where bill_id = b.id and program <> 'DENDA')::bigint as dues,
        (select coalesce(sum(employer_rupiah), 0) from bill_lines
          where late_fee_source_bill_id = b.id)::bigint as charged
   from bills b
+  left join lateral (select p.posted_at from payments p
+                      where p.bill_id = b.id and p.status = 'posted' offset 0) pay on true
  where b.npp in (select e.npp from sim_employers e where exists (select 1 from sim_people p where p.e = e.e and not p.bpu))
-   and b.kind = 'PU' and b.status = 'open' and b.due_date < $1
+   and b.kind = 'PU' and b.due_date < $1
+   and (b.status = 'open' or (pay.posted_at at time zone $2)::date > b.due_date)
  order by b.id
 """
 
@@ -277,11 +283,12 @@ class _Laps:
 
 
 async def _late_fees(conn: asyncpg.Connection, today: dt.date) -> None:
-    """What each open PU bill past its deadline still owes in late fees, into
-    sim_fees (the same rule as the wage report's `_late_fee_lines`)."""
+    """What each PU bill past its deadline, open or paid late, still owes in
+    late fees, into sim_fees (the same rule as the wage report's
+    `_late_fee_lines`)."""
     fees = []
-    for bill in await conn.fetch(_LATE_SQL, today):
-        months = dues.months_late(bill["due_date"], today)
+    for bill in await conn.fetch(_LATE_SQL, today, WIB.key):
+        months = dues.months_late(bill["due_date"], late_until(bill, today))
         fee = dues.late_fee_rupiah(bill["dues"], months) - bill["charged"]
         if fee > 0:
             fees.append((bill["npp"], bill["id"], bill["dues"], fee, months))

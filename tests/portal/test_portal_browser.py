@@ -400,8 +400,8 @@ async def test_long_names_fit_the_screen_and_dates_and_times_say_what_they_mean(
             await page.wait_for_function("() => document.querySelectorAll('#history-table tbody tr').length === 2")
             await page.wait_for_function("() => document.querySelectorAll('#workers-table tbody tr').length === 2")
             assert await page.text_content("#employer-name") == LONG_NAME
-            # The accrued fee is charged only if the bill is still unpaid at the next wage report.
-            assert "charged on the next wage report's bill if this bill is still unpaid then" in await page.text_content(
+            # The accrued fee is charged on the next wage report's bill, paid or not by then.
+            assert "charged on the next wage report's bill; if this bill is paid before then, what accrued until the payment" in await page.text_content(
                 "#arrears"
             )
             paid = page.locator(f"#history-table tr[data-code='{recent.payment_code}'] td").nth(5)

@@ -8,10 +8,12 @@ import datetime as dt
 
 import asyncpg
 
+from bank_adapters.base import PayCommand, PayOutcome
 from bank_adapters.registry import load_adapters
 from gateway.domain.periods import WIB, Period
 from gateway.runtime import prepare_database
 from gateway.service import employers as employer_service
+from gateway.service.payments import PaymentsService
 from gateway.sim import billing, population
 from gateway.store import database
 
@@ -24,7 +26,7 @@ LINES_SQL = """
            l.government_rupiah, s.payment_code as source, l.late_fee_months
       from bill_lines l join bills b on b.id = l.bill_id left join participants p on p.id = l.participant_id
       left join bills s on s.id = l.late_fee_source_bill_id order by b.payment_code, l.line_no"""
-OUTBOX_SQL = "select topic, npp, payload from outbox order by npp, payload->>'payment_code'"
+OUTBOX_SQL = "select topic, npp, payload from outbox order by npp, payload->>'payment_code', topic, payload::text"
 
 
 async def _seeded(url: str, province: population.Province):
@@ -41,6 +43,17 @@ async def _by_service(pool, period: Period, now: dt.datetime) -> None:
             await employer_service.submit_wage_report(conn, employer, str(period), {}, now, 90)
 
 
+async def _pay_every_third_pu_bill(pool, at: dt.datetime) -> None:
+    payments = PaymentsService(pool, clock=lambda: at)
+    try:
+        rows = await pool.fetch("select payment_code, total_rupiah from bills where kind = 'PU' order by payment_code")
+        for n, row in enumerate(rows[::3]):
+            result = await payments.pay(PayCommand(row["payment_code"], row["total_rupiah"], "test:bank", f"late-{n}"))
+            assert result.outcome == PayOutcome.POSTED
+    finally:
+        await payments.close()
+
+
 async def test_set_based_billing_equals_the_wage_report_use_case_including_late_fees(fresh_database):
     """5,000 workers billed employer by employer through the use case, and the
     same province billed set-based in two, then three chunks side by side:
@@ -54,7 +67,11 @@ async def test_set_based_billing_equals_the_wage_report_use_case_including_late_
         await _by_service(service_pool, PERIOD, first)
         billed = await billing.bill_province(set_pool, PERIOD, first, connections=2)
         assert billed.bills == await set_pool.fetchval("select count(*) from bills") > 2_000
-        # A month later nothing was paid: every PU bill is past its deadline and carries a late fee.
+        # A month later every PU bill is past its deadline (2025-09-15) and carries a late fee:
+        # those still open, and every third one, paid late on 2025-10-18, alike.
+        paid_late = dt.datetime(2025, 10, 18, 8, tzinfo=WIB)
+        for pool in (service_pool, set_pool):
+            await _pay_every_third_pu_bill(pool, paid_late)
         later = dt.datetime(2025, 10, 20, 8, tzinfo=WIB)
         await _by_service(service_pool, PERIOD + 1, later)
         await billing.bill_province(set_pool, PERIOD + 1, later, connections=3)
@@ -63,6 +80,10 @@ async def test_set_based_billing_equals_the_wage_report_use_case_including_late_
             actual = [tuple(r) for r in await set_pool.fetch(sql)]
             assert actual == expected
         assert await set_pool.fetchval("select count(*) from bill_lines where program = 'DENDA'") > 0
+        assert await set_pool.fetchval(
+            """select count(*) from bill_lines l join bills s on s.id = l.late_fee_source_bill_id
+                where l.program = 'DENDA' and s.status = 'paid'"""
+        ) > 0
         # Billing again issues nothing twice.
         again = await billing.bill_province(set_pool, PERIOD + 1, later, connections=2)
         assert again.bills == 0
