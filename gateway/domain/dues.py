@@ -4,12 +4,17 @@ The rules and their sources are in ``shared/domain/contributions.md``. Rates and
 the JP wage cap change over time, so they live in ``RATE_SCHEDULES`` (data keyed
 by the first contribution period they apply to), never in the arithmetic.
 
-Rounding (assumption; no official text found): every share is rounded half up
-to the whole rupiah on its own, per participant and program: the employer
-share, the worker share, the government share and each JKP carve-out. A fund
-that gives up a carve-out keeps "its total minus the carve-out", so the amount
-the employer pays for JKK is exactly round(wage * risk rate) whatever the
-carve-out's rounding did.
+Rounding (assumption, contributions.md: "each program's amount per participant
+is rounded half up to the whole rupiah; a bill's total is the sum of its
+rounded lines"): each program's amount per participant is round(basis * the
+program's rate), half up. A program two parties share (JHT, JP) is split by
+rounding the worker's share half up on its own (``worker_share_rule``: what a
+payroll deducts from the wage); the employer pays the program's amount minus
+that, so JHT is always round(wage * 5.7%) and JP round(capped wage * 3%). The
+government share and each JKP carve-out are rounded half up on their own; a
+fund that gives up a carve-out keeps "its total minus the carve-out", so the
+amount the employer pays for JKK is exactly round(wage * risk rate) whatever
+the carve-out's rounding did.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
     "programs_for",
     "pu_lines",
     "rate_schedule_for",
+    "worker_share_rule",
 ]
 
 
@@ -330,6 +336,21 @@ class DuesLine:
         return self.employer_rupiah + self.worker_rupiah
 
 
+def worker_share_rule(
+    multiplier: _Multiplier, basis_rupiah: int, employer_basis_points: int, worker_basis_points: int
+) -> tuple[int, int]:
+    """(employer, worker) shares of a program both pay: the program's amount is
+    round(basis * (employer + worker rate)), half up, once; the worker's share
+    is rounded half up on its own and the employer pays the rest.
+
+    The split is an assumption (contributions.md fixes only the program's
+    rounded amount): e.g. JP on Rp4,000,080 is round(120,002.4) = 120,002,
+    the worker's 1% round(40,000.8) = 40,001, the employer's 80,001."""
+    program_rupiah = multiplier.share(basis_rupiah, employer_basis_points + worker_basis_points)
+    worker_rupiah = multiplier.share(basis_rupiah, worker_basis_points)
+    return program_rupiah - worker_rupiah, worker_rupiah
+
+
 def _require_positive_rupiah(field: str, value: object) -> int:
     require_int(field, value)
     if value <= 0:  # type: ignore[operator]
@@ -372,24 +393,18 @@ def pu_lines(
     jkm_carve = multiplier[Program.JKM].share(wage_rupiah, schedule.jkp_from_jkm_basis_points) if jkp_enrolled else 0
     jp_basis_rupiah = min(wage_rupiah, schedule.jp_wage_cap_rupiah)
     jkp_government_basis_rupiah = min(wage_rupiah, schedule.jkp_government_wage_cap_rupiah)
+    jht_employer, jht_worker = worker_share_rule(
+        multiplier[Program.JHT], wage_rupiah, schedule.jht_employer_basis_points, schedule.jht_worker_basis_points
+    )
+    jp_employer, jp_worker = worker_share_rule(
+        multiplier[Program.JP], jp_basis_rupiah, schedule.jp_employer_basis_points, schedule.jp_worker_basis_points
+    )
 
     candidates = {
         Program.JKK: DuesLine(Program.JKK, wage_rupiah, jkk_total - jkk_carve, 0, 0),
         Program.JKM: DuesLine(Program.JKM, wage_rupiah, jkm_total - jkm_carve, 0, 0),
-        Program.JHT: DuesLine(
-            Program.JHT,
-            wage_rupiah,
-            multiplier[Program.JHT].share(wage_rupiah, schedule.jht_employer_basis_points),
-            multiplier[Program.JHT].share(wage_rupiah, schedule.jht_worker_basis_points),
-            0,
-        ),
-        Program.JP: DuesLine(
-            Program.JP,
-            jp_basis_rupiah,
-            multiplier[Program.JP].share(jp_basis_rupiah, schedule.jp_employer_basis_points),
-            multiplier[Program.JP].share(jp_basis_rupiah, schedule.jp_worker_basis_points),
-            0,
-        ),
+        Program.JHT: DuesLine(Program.JHT, wage_rupiah, jht_employer, jht_worker, 0),
+        Program.JP: DuesLine(Program.JP, jp_basis_rupiah, jp_employer, jp_worker, 0),
         Program.JKP: DuesLine(
             Program.JKP,
             wage_rupiah,

@@ -82,8 +82,11 @@ with pu as (
      where p.segment = 'PU' and e.pu_open
 ), pu_lines as (
     select pu.*, jkk_total - jkk_carve as l1_er, jkm_total - jkm_carve as l2_er,
-           (2 * w * $6::bigint + 10000) / 20000 as l3_er, (2 * w * $7::bigint + 10000) / 20000 as l3_wr,
-           (2 * jp_basis * $8::bigint + 10000) / 20000 as l4_er, (2 * jp_basis * $9::bigint + 10000) / 20000 as l4_wr,
+           -- dues.worker_share_rule: the program rounded once, the worker's share on its own, the employer the rest.
+           (2 * w * ($6::bigint + $7::bigint) + 10000) / 20000 - (2 * w * $7::bigint + 10000) / 20000 as l3_er,
+           (2 * w * $7::bigint + 10000) / 20000 as l3_wr,
+           (2 * jp_basis * ($8::bigint + $9::bigint) + 10000) / 20000 - (2 * jp_basis * $9::bigint + 10000) / 20000 as l4_er,
+           (2 * jp_basis * $9::bigint + 10000) / 20000 as l4_wr,
            jkk_carve + jkm_carve as l5_er, (2 * gov_basis * $11::bigint + 10000) / 20000 as l5_gov
       from pu
 ), people as (

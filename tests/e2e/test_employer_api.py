@@ -74,9 +74,10 @@ def half_up(x: Fraction) -> int:
 def expected_billed(wage: int, period: Period, risk_percent: Fraction) -> int:
     jkk = half_up(wage * risk_percent / 100)
     jkm = half_up(wage * Fraction(30, 100) / 100)
-    jht = half_up(wage * Fraction(37, 10) / 100) + half_up(wage * 2 / Fraction(100))
+    # Each program's amount per worker is rounded once (contributions.md, Rounding).
+    jht = half_up(wage * Fraction(57, 10) / 100)
     capped = min(wage, jp_cap(period))
-    jp = half_up(capped * 2 / Fraction(100)) + half_up(capped * 1 / Fraction(100))
+    jp = half_up(capped * 3 / Fraction(100))
     return jkk + jkm + jht + jp
 
 
@@ -130,6 +131,27 @@ async def test_worked_example_over_http(gateway_server, http):
     assert totals["JKK"]["billed_rupiah"] + totals["JKP"]["employer_rupiah"] == 64_800
     assert totals["JKP"]["government_rupiah"] == 11_000
     assert totals["JP"]["employer_rupiah"] == 210_948 and totals["JP"]["worker_rupiah"] == 105_474
+
+
+async def test_each_program_is_rounded_once_per_worker_over_http(gateway_server, http):
+    """contributions.md: "each program's amount per participant is rounded half
+    up to the whole rupiah; a bill's total is the sum of its rounded lines"."""
+    base = gateway_server.url
+    _, auth = await register(http, base, npp="ROUND001", size="large", risk=1)
+    async with http.post(
+        f"{base}/api/v1/employers/ROUND001/participants",
+        json={"kpj": "61000000031", "nik": "6171011708900031", "name": "Rudi", "wage": 4_000_080, "segment": "PU"},
+        headers=auth,
+    ) as r:
+        assert r.status == 201, await r.text()
+    async with http.post(f"{base}/api/v1/employers/ROUND001/wage-reports", json={"period": "2025-06"}, headers=auth) as r:
+        assert r.status == 201, await r.text()
+        bill = await r.json()
+    totals = {t["program"]: t for t in bill["totals"]}
+    # JP 3% of 4,000,080 = 120,002.4 -> 120,002; the worker's 1% = 40,000.8 -> 40,001.
+    assert (totals["JP"]["billed_rupiah"], totals["JP"]["worker_rupiah"]) == (120_002, 40_001)
+    # JKK 0.24% 9,600 + JKM 0.30% 12,000 + JHT 5.7% 228,005 (228,004.56) + JP 120,002.
+    assert bill["total_rupiah"] == 369_607
 
 
 async def test_late_fee_on_next_bill(gateway_server, http):

@@ -214,16 +214,37 @@ def test_without_jkp_jkk_and_jkm_keep_their_full_rate_even_before_2025_02():
 # --- rounding ----------------------------------------------------------------
 
 
-def test_each_share_rounds_half_up_on_its_own():
+def test_half_rupiah_cases_round_up():
     # 5,002,500 makes every percentage below land on exactly .5 rupiah.
     line = by_program(pu_lines(P("2025-01"), "large", 2, 5_002_500))
     assert line[Program.JKK] == DuesLine(Program.JKK, 5_002_500, 27_014 - 7_004, 0, 0)  # 27,013.5 - 7,003.5
     assert line[Program.JKM] == DuesLine(Program.JKM, 5_002_500, 15_008 - 5_003, 0, 0)  # 15,007.5 - 5,002.5
-    assert line[Program.JHT] == DuesLine(Program.JHT, 5_002_500, 185_093, 100_050, 0)  # 185,092.5
+    assert line[Program.JHT] == DuesLine(Program.JHT, 5_002_500, 185_093, 100_050, 0)  # 285,142.5 - 100,050
     assert line[Program.JP] == DuesLine(Program.JP, 5_002_500, 100_050, 50_025, 0)
     assert line[Program.JKP] == DuesLine(Program.JKP, 5_002_500, 7_004 + 5_003, 0, 11_000)
     # The employer pays round(wage * 0.54%) for JKK however the carve-out rounded.
     assert line[Program.JKK].employer_rupiah + 7_004 == 27_014
+
+
+def test_jht_is_one_rounded_program_amount_per_worker():
+    # contributions.md: "each program's amount per participant is rounded half up".
+    # Rp1,000,025: JHT 5.7% = 57,001.425 -> 57,001 (3.7% and 2% rounded apart would make 37,001 + 20,001 = 57,002).
+    line = by_program(pu_lines(P("2025-06"), "small", 1, 1_000_025))
+    assert line[Program.JHT].billed_rupiah == 57_001
+    assert line[Program.JHT].worker_rupiah == 20_001  # 20,000.5: the worker's 2%, rounded on its own
+    assert line[Program.JHT].employer_rupiah == 57_001 - 20_001
+    # JKK 0.24% = 2,400.06 -> 2,400; JKM 0.30% = 3,000.075 -> 3,000.
+    assert billed(pu_lines(P("2025-06"), "small", 1, 1_000_025)) == 2_400 + 3_000 + 57_001
+
+
+def test_jp_is_one_rounded_program_amount_per_worker():
+    # Rp4,000,080: JP 3% = 120,002.4 -> 120,002 (2% and 1% apart: 80,002 + 40,001 = 120,003).
+    lines = pu_lines(P("2025-06"), "large", 1, 4_000_080)
+    line = by_program(lines)
+    assert line[Program.JP].billed_rupiah == 120_002
+    assert (line[Program.JP].employer_rupiah, line[Program.JP].worker_rupiah) == (80_001, 40_001)
+    # JKK 0.24% = 9,600.19 -> 9,600; JKM 12,000.24 -> 12,000; JHT 5.7% = 228,004.56 -> 228,005.
+    assert billed(lines) == 9_600 + 12_000 + 228_005 + 120_002
 
 
 def test_tiny_wage_half_cases():
@@ -416,6 +437,11 @@ def test_pu_lines_properties(period, size_class, risk_class, wage):
         for share in (line.basis_rupiah, line.employer_rupiah, line.worker_rupiah, line.government_rupiah):
             assert type(share) is int and share >= 0
     line = by_program(lines)
+    # Each program's amount per worker is rounded once (contributions.md).
+    if Program.JHT in line:
+        assert line[Program.JHT].billed_rupiah == percent_of(wage, 570)
+    if Program.JP in line:
+        assert line[Program.JP].billed_rupiah == percent_of(line[Program.JP].basis_rupiah, 300)
     risk_rate = (24, 54, 89, 127, 174)[risk_class - 1]
     jkk_carve = percent_of(wage, 14) if Program.JKP in line else 0
     assert line[Program.JKK].employer_rupiah + jkk_carve == percent_of(wage, risk_rate)
