@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
+from itertools import pairwise
 
 from gateway.domain.money import (
     BASIS_POINTS_PER_WHOLE,
@@ -176,7 +177,7 @@ RATE_SCHEDULES: tuple[RateSchedule, ...] = (
     ),
 )
 # Lookup walks the table in order: a mis-sorted edit must fail at import.
-assert all(a.first_period < b.first_period for a, b in zip(RATE_SCHEDULES, RATE_SCHEDULES[1:]))
+assert all(a.first_period < b.first_period for a, b in pairwise(RATE_SCHEDULES))
 
 
 def _require_period(period: object) -> Period:
