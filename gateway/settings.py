@@ -128,7 +128,8 @@ class Settings(BaseSettings):
     coverage_fold_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
     coverage_fold_rows_max: int = Field(default=50_000, ge=1, le=10_000_000)
 
-    # How long an unpaid bill's payment code stays payable after its due date.
+    # How long an unpaid bill's payment code stays payable after its due date
+    # (after the day it is issued, for a bill issued after its due date).
     bill_expiry_days_after_due: int = Field(default=90, ge=0)
     # Province workforce used as the coverage denominator (Sakernas 2025).
     province_workforce: int = Field(default=1_819_430, ge=1)

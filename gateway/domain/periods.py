@@ -124,7 +124,12 @@ def due_date(period: Period, segment: Segment | str) -> date:
     return next_working_day(date(billing_month.year, billing_month.month, DUE_DAY_OF_MONTH))
 
 
-def bill_expires_at(due: date, expiry_days_after_due: int) -> datetime:
+def bill_expires_at(due: date, expiry_days_after_due: int, issued_on: date | None = None) -> datetime:
     """When a bill due on `due` stops being payable: the start of the day
-    (Asia/Pontianak) after the `expiry_days_after_due`-th day past its due date."""
-    return datetime.combine(due + timedelta(days=expiry_days_after_due + 1), time(), WIB)
+    (Asia/Pontianak) after the `expiry_days_after_due`-th day past its due
+    date. A bill issued after its due date (`issued_on`, the WIB day of its
+    wage report: arrears reported late) counts those days from its issue
+    instead, so that it is never born expired and can be paid, late fee and
+    all."""
+    start = max(due, issued_on) if issued_on is not None else due
+    return datetime.combine(start + timedelta(days=expiry_days_after_due + 1), time(), WIB)

@@ -435,7 +435,7 @@ async def submit_wage_report(
     due = due_date(period, dues.Segment.PU)
     pu_bill_id = None
     if any(line[0] is not None for line in pu_lines):
-        pu_bill_id = await _insert_bill(conn, npp, "PU", None, period, due, pu_lines, expiry_days_after_due)
+        pu_bill_id = await _insert_bill(conn, npp, "PU", None, period, due, pu_lines, expiry_days_after_due, now)
     # Informal workers: a bill of their own each, all written in one
     # statement per table (the database checks each statement once).
     bpu_bills = []
@@ -448,7 +448,7 @@ async def submit_wage_report(
             for l in dues.bpu_lines(period, income)
         ]
         bpu_bills.append((p["id"], lines))
-    bpu_ids = await _insert_bpu_bills(conn, npp, period, bpu_bills, expiry_days_after_due)
+    bpu_ids = await _insert_bpu_bills(conn, npp, period, bpu_bills, expiry_days_after_due, now)
     if pu_bill_id is None and not bpu_ids:
         raise Conflict(f"every bill for {period} was already issued", [{"field": "period", "problem": "already reported"}])
     return pu_bill_id, bpu_ids
@@ -481,6 +481,7 @@ async def _insert_bpu_bills(
     period: Period,
     bills: list[tuple[int, list[tuple]]],
     expiry_days_after_due: int,
+    now: dt.datetime,
 ) -> list[int]:
     """Each BPU participant's bill for the period, unless it was issued
     before. Bill ids, in participant order, of the bills issued now."""
@@ -499,7 +500,7 @@ async def _insert_bpu_bills(
     if min(totals.values()) <= 0:
         raise _nothing_to_bill(period)
     due = due_date(period, dues.Segment.BPU)
-    expires_at = bill_expires_at(due, expiry_days_after_due)
+    expires_at = bill_expires_at(due, expiry_days_after_due, now.astimezone(WIB).date())
     payment_codes = await _next_payment_codes(conn, len(bills))
     issued = await conn.fetch(
         """insert into bills (payment_code, npp, kind, participant_id, period, due_date, expires_at, total_rupiah, line_count)
@@ -583,12 +584,13 @@ async def _insert_bill(
     due: dt.date,
     lines: list[tuple],
     expiry_days_after_due: int,
+    now: dt.datetime,
 ) -> int:
     total = sum(line[3] + line[4] for line in lines)
     if total <= 0:
         raise _nothing_to_bill(period)
     (payment_code,) = await _next_payment_codes(conn, 1)
-    expires_at = bill_expires_at(due, expiry_days_after_due)
+    expires_at = bill_expires_at(due, expiry_days_after_due, now.astimezone(WIB).date())
     bill_id = await conn.fetchval(
         """insert into bills (payment_code, npp, kind, participant_id, period, due_date, expires_at, total_rupiah, line_count)
            values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning id""",

@@ -346,7 +346,7 @@ async def bill_employers(
             laps("draw_codes")
             status = await conn.execute(
                 _INSERT_BILLS_SQL, ids, payment_codes, str(period), pu_due, bpu_due,
-                bill_expires_at(pu_due, expiry_days_after_due), bill_expires_at(bpu_due, expiry_days_after_due),
+                bill_expires_at(pu_due, expiry_days_after_due, today), bill_expires_at(bpu_due, expiry_days_after_due, today),
             )
             if int(status.split()[-1]) != count:  # cannot happen; would leave drawn ids unused
                 raise RuntimeError(f"{count} bills numbered, {status} written")

@@ -101,3 +101,25 @@ async def test_a_payment_at_00_30_wib_the_day_after_the_due_date_is_late(pool, c
     await _pay(payments, clock, june, wib(2025, 7, 16, 0, 30), "june")
     july = await _report(pool, employer, "2025-07", wib(2025, 8, 1, 9))
     assert _fees(july) == [(june["payment_code"], 1, 22_024)]
+
+
+async def test_a_month_reported_late_is_payable_for_its_days_from_the_report(pool, clock, payments):
+    """A month reported after its due date used to be born expired (90 days
+    counted from the due date), so arrears could never be paid. Its 90 days
+    now count from the WIB day of its report."""
+    on_time, late = await _employer(pool, "LATE0105"), await _employer(pool, "LATE0106")
+    # 2025-01 was due on 2025-02-17 (the 15th was a Saturday): 90 days after that
+    # ended on 2025-05-18. Both reported on 2025-08-01, 90 days after which is 2025-10-30.
+    first = await _report(pool, on_time, "2025-01", wib(2025, 8, 1, 9))
+    second = await _report(pool, late, "2025-01", wib(2025, 8, 1, 9))
+    assert first["due_date"] == dt.date(2025, 2, 17)
+    last_payable_day = dt.date(2025, 10, 30)
+    expires_at = await pool.fetchval("select expires_at from bills where payment_code = $1", first["payment_code"])
+    assert expires_at == wib(2025, 10, 31)
+    assert (expires_at.astimezone(WIB).date() - dt.date(2025, 8, 1)).days == 91
+    # Payable until the last minute of its last day (WIB), refused a minute after.
+    await _pay(payments, clock, first, wib(2025, 10, 30, 23, 59), "arrear-1")
+    assert last_payable_day == wib(2025, 10, 30, 23, 59).date()
+    clock.set(wib(2025, 10, 31, 0, 1))
+    refused = await payments.pay(PayCommand(second["payment_code"], second["total_rupiah"], "test:bank", "arrear-2"))
+    assert refused.outcome == PayOutcome.EXPIRED

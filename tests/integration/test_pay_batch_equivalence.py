@@ -52,7 +52,9 @@ REPORTS = (
 )
 HISTORY_AT = dt.datetime(2025, 3, 6, 9, tzinfo=WIB)
 # Batches pay "now" (most bills payable; BPU 2024-11 already expired) or
-# "late" (every 2024 bill and BPU 2025-01 expired).
+# "late" (the 2024-11 bills expired). A bill reported after its due date
+# counts its 90 days from the report: PU and BPU 2024-12 (reported on
+# 2025-01-20) are payable until 2025-04-20, BPU 2025-01 until 2025-05-21.
 PAY_NOW = dt.datetime(2025, 3, 10, 11, tzinfo=WIB)
 PAY_LATE = dt.datetime(2025, 4, 20, 11, tzinfo=WIB)
 
