@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gateway.domain import dues
 from gateway.domain.money import DomainError
 from gateway.domain.periods import Period
 
@@ -138,12 +139,16 @@ def _check_int(source: str, key: str, value: Any, low: int, high: int) -> None:
 
 
 def validate(scenario: Scenario, source: str) -> None:
+    for key in ("name", "description"):
+        if not isinstance(getattr(scenario, key), str):
+            raise ScenarioError(source, key, f"must be a string, got {getattr(scenario, key)!r}")
     for key in ("months", "workers", "baseline_coverage_basis_points"):
         _check_int(source, key, getattr(scenario, key), *_RANGES[key])
     try:
-        Period.parse(scenario.start_period)
+        first = Period.parse(scenario.start_period)
     except (DomainError, TypeError) as error:
         raise ScenarioError(source, "start_period", f"must be YYYY-MM, e.g. 2025-09 ({error})") from None
+    _check_periods(source, first, scenario.months)
     for f in dataclasses.fields(Behaviour):
         low, high = _RANGES.get(f.name, (0, 100))
         _check_int(source, f"behaviour.{f.name}", getattr(scenario.behaviour, f.name), low, high)
@@ -156,9 +161,11 @@ def validate(scenario: Scenario, source: str) -> None:
         where = f"banks[{n}]"
         if not isinstance(bank.name, str) or not bank.name.replace("-", "").replace("_", "").isalnum() or len(bank.name) > 30:
             raise ScenarioError(source, f"{where}.name", "must be 1 to 30 letters, digits, '-' or '_'")
-        if bank.name in names:
-            raise ScenarioError(source, f"{where}.name", f"{bank.name!r} appears twice")
-        names.add(bank.name)
+        # A SNAP bank's client key is made from its name in lower case, so names
+        # that differ only in case would be the same partner.
+        if bank.name.lower() in names:
+            raise ScenarioError(source, f"{where}.name", f"{bank.name!r} appears twice (names are compared ignoring case)")
+        names.add(bank.name.lower())
         if bank.protocol not in PROTOCOLS:
             raise ScenarioError(source, f"{where}.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {bank.protocol!r}")
         _check_int(source, f"{where}.share_percent", bank.share_percent, 0, 100)
@@ -170,13 +177,39 @@ def validate(scenario: Scenario, source: str) -> None:
         raise ScenarioError(source, "banks", f"share_percent must add up to 100, got {total}")
 
 
+def _check_periods(source: str, first: Period, months: int) -> None:
+    """Every month the run touches must be billable: the first wage reports
+    are for the month before `start_period` (PU), and the last month's late
+    payers are drawn for the month after the run."""
+    try:
+        dues.rate_schedule_for(first - 1)
+    except DomainError:
+        earliest = dues.RATE_SCHEDULES[0].first_period + 1
+        raise ScenarioError(
+            source, "start_period",
+            f"must be {earliest} or later (its first wage reports are for the month before, and the rate tables "
+            f"start at {dues.RATE_SCHEDULES[0].first_period}), got {first}",
+        ) from None
+    try:
+        first + months
+    except DomainError as error:
+        raise ScenarioError(source, "start_period", f"{first} plus {months} month(s) runs past the last period ({error})") from None
+
+
 def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ScenarioError(source, prefix.rstrip(".") or "file", "must be a table")
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    known = {f.name for f in fields}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ScenarioError(source, prefix + unknown[0], f"unknown key; accepted: {', '.join(sorted(known))}")
+    required = [
+        f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ScenarioError(source, prefix + missing[0], f"is required (each table needs {', '.join(required)})")
     return cls(**data)
 
 
@@ -210,7 +243,12 @@ def load(path: Path | str | None) -> Scenario:
         file = Path(path)
         if not file.is_file():
             raise ScenarioError(str(path), "file", f"not found; shipped scenarios: {', '.join(shipped_names())}")
-        source, text = str(file), file.read_text(encoding="utf-8")
+        try:
+            source, text = str(file), file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ScenarioError(str(file), "file", f"is not UTF-8 text (TOML files are UTF-8): {error}") from None
+        except OSError as error:
+            raise ScenarioError(str(file), "file", f"cannot be read: {error.strerror or error}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

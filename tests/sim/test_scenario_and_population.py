@@ -32,6 +32,22 @@ def test_every_shipped_scenario_loads_and_the_default_is_the_go_live():
         ("[[banks]]\nname = 'A'\nprotocol = 'swift'\nshare_percent = 100", "banks[0].protocol", "snap, iso8583"),
         ("months = 'three'", "months", "whole number"),
         ("name = [", "file", "not valid TOML"),
+        # A bank table without one of its required keys.
+        ("[[banks]]\nprotocol = 'snap'\nshare_percent = 100", "banks[0].name", "is required"),
+        ("[[banks]]\nname = 'A'\nshare_percent = 100", "banks[0].protocol", "is required"),
+        # The first wage reports are for the month before start_period: no rate table before 2023-03.
+        ("start_period = '2019-01'", "start_period", "must be 2023-04 or later"),
+        ("start_period = '2100-11'", "start_period", "runs past the last period"),
+        # SNAP client keys are made from the name in lower case.
+        (
+            (
+                "[[banks]]\nname = 'bank'\nprotocol = 'snap'\nshare_percent = 50\n"
+                "[[banks]]\nname = 'BANK'\nprotocol = 'snap'\nshare_percent = 50"
+            ),
+            "banks[1].name",
+            "appears twice",
+        ),
+        ("name = 5", "name", "must be a string"),
     ],
 )
 def test_a_bad_scenario_names_the_file_the_key_and_what_is_accepted(tmp_path, text, key, problem):
@@ -41,6 +57,16 @@ def test_a_bad_scenario_names_the_file_the_key_and_what_is_accepted(tmp_path, te
         load(path)
     assert caught.value.key == key
     assert problem in caught.value.problem
+    assert str(path) in str(caught.value)
+
+
+def test_a_scenario_file_that_is_not_utf8_is_refused_with_its_path(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("name = 'Sekadau \u00e9t\u00e9'\n".encode("latin-1"))
+    with pytest.raises(ScenarioError) as caught:
+        load(path)
+    assert caught.value.key == "file"
+    assert "not UTF-8" in caught.value.problem
     assert str(path) in str(caught.value)
 
 

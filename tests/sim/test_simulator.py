@@ -117,6 +117,23 @@ def test_kanal_simulate_refuses_a_bad_scenario_before_touching_a_database(tmp_pa
     assert "behaviour.late_percent: must be from 0 to 100, got 150" in result.output
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"[[banks]]\nprotocol = 'snap'\nshare_percent = 100\n", "banks[0].name: is required"),
+        (b"name = '\xe9t\xe9'\n", "file: is not UTF-8 text"),
+        (b"start_period = '2019-01'\n", "start_period: must be 2023-04 or later"),
+    ],
+)
+def test_kanal_simulate_refuses_a_broken_scenario_with_one_line_not_a_traceback(tmp_path, content, expected):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(content)
+    result = CliRunner().invoke(main, ["simulate", "--scenario", str(bad)], env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for --scenario: {bad}: {expected}" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_kanal_simulate_help_teaches_the_options():
     result = CliRunner().invoke(main, ["simulate", "--help"])
     assert result.exit_code == 0
