@@ -11,6 +11,11 @@ from pathlib import Path
 import click
 
 SIM_DATABASE = "kanal_sim"
+# Set on every database the simulator creates: only such a database (or the
+# default kanal_sim, made before the mark existed) is dropped by a later run.
+SIM_DATABASE_COMMENT = "made by kanal simulate; the next run drops it and creates it again"
+# Never dropped: the server's own databases.
+SERVER_DATABASES = ("postgres", "template0", "template1")
 
 
 @click.command("simulate")
@@ -82,6 +87,7 @@ async def _run(settings, scenario, seed: int, database_name: str, quiet: bool):
     from gateway.store import database
 
     url, _server = resolve_database_url(settings)
+    refuse_a_database_in_use(database_name, url)
     admin_url = database.database_url_with_name(url, "postgres")
     sim_url = database.database_url_with_name(url, database_name)
     await recreate_database(admin_url, database_name)
@@ -106,6 +112,24 @@ def _gateway_settings(settings, scenario):
     )
 
 
+def refuse_a_database_in_use(name: str, url: str) -> None:
+    """The simulator drops its database first: never one that Kanal itself
+    (`kanal serve`, `kanal demo`), DATABASE_URL or the server uses."""
+    from urllib.parse import unquote, urlsplit
+
+    from gateway.store.database import APP_DATABASE
+
+    configured = unquote(urlsplit(url).path.lstrip("/"))
+    if name == APP_DATABASE or name == configured:
+        raise click.BadParameter(
+            f"{name!r} is the database kanal serve and kanal demo use; the simulator drops and recreates its "
+            f"database, so give it another name (default {SIM_DATABASE})",
+            param_hint="--database",
+        )
+    if name in SERVER_DATABASES:
+        raise click.BadParameter(f"{name!r} is one of the server's own databases; pick another name", param_hint="--database")
+
+
 async def recreate_database(admin_url: str, name: str) -> None:
     import asyncpg
 
@@ -116,8 +140,18 @@ async def recreate_database(admin_url: str, name: str) -> None:
     async with connecting(admin_url):
         conn = await asyncpg.connect(admin_url)
     try:
+        row = await conn.fetchrow(
+            "select shobj_description(oid, 'pg_database') as comment from pg_database where datname = $1", name
+        )
+        if row is not None and row["comment"] != SIM_DATABASE_COMMENT and name != SIM_DATABASE:
+            raise click.BadParameter(
+                f"database {name!r} exists and was not made by kanal simulate, which would drop it; "
+                "pick another name, or drop it yourself if it is a simulator's",
+                param_hint="--database",
+            )
         await conn.execute(f'drop database if exists "{name}" with (force)')
         await conn.execute(f'create database "{name}"')
+        await conn.execute(f"comment on database \"{name}\" is '{SIM_DATABASE_COMMENT}'")
     except asyncpg.InsufficientPrivilegeError as error:
         raise click.ClickException(f"cannot create database {name}: {error}; grant CREATEDB to the role") from None
     finally:

@@ -7,8 +7,10 @@ exercise the same code at a few hundred workers."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -145,3 +147,65 @@ def test_scenario_dataclasses_are_frozen():
     scenario = load(None)
     with pytest.raises(dataclasses.FrozenInstanceError):
         scenario.workers = 1  # type: ignore[misc]
+
+
+async def _has_marker_table(url: str) -> bool:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("select to_regclass('public.keep_me') is not null")
+    finally:
+        await conn.close()
+
+
+async def _make_marker_table(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("create table keep_me (x int)")
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("point_database_url_at", ["that database", "the server"])
+async def test_kanal_simulate_never_drops_a_database_it_did_not_make(fresh_database, admin_url, point_database_url_at):
+    # A database someone uses (here: one with a table in it), named with --database, either the very one
+    # DATABASE_URL names (what kanal serve would use) or another one on the same server.
+    url = await fresh_database()
+    await _make_marker_table(url)
+    name = urlsplit(url).path.lstrip("/")
+    env_url = url if point_database_url_at == "that database" else database.database_url_with_name(admin_url, "postgres")
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["simulate", "--workers", "20", "--duration", "1", "--database", name, "--quiet"],
+        env={"DATABASE_URL": env_url, "KANAL_LOG_FORMAT": "json"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --database" in result.output
+    assert await _has_marker_table(url), "the simulator dropped a database it did not make"
+
+
+def test_kanal_simulate_refuses_the_database_of_kanal_serve():
+    result = CliRunner().invoke(
+        main, ["simulate", "--database", "kanal"], env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/postgres"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "'kanal' is the database kanal serve and kanal demo use" in result.output
+
+
+def test_kanal_simulate_runs_again_on_the_database_it_made(admin_url):
+    env = {"DATABASE_URL": database.database_url_with_name(admin_url, "postgres"), "KANAL_LOG_FORMAT": "json"}
+    args = ["simulate", "--workers", "20", "--duration", "1", "--database", "kanal_sim_test_again", "--quiet"]
+    try:
+        for _ in range(2):
+            result = CliRunner().invoke(main, args, env=env)
+            assert result.exit_code == 0, result.output
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(admin_url)
+            try:
+                await conn.execute('drop database if exists "kanal_sim_test_again" with (force)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
