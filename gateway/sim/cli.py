@@ -36,7 +36,8 @@ SERVER_DATABASES = ("postgres", "template0", "template1")
 @click.option("--database", "database_name", default=SIM_DATABASE, show_default=True,
               help="Database the simulator creates afresh on the configured server (dropped first if it exists).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the full report as JSON to this file ('-' for standard output).")
+              help="Also write the full report as JSON to this file ('-': standard output, and the text report goes to "
+              "standard error).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_obj
 def simulate(services, scenario_path, workers, months, rate_per_second, concurrency, seed, database_name,
@@ -66,19 +67,37 @@ def simulate(services, scenario_path, workers, months, rate_per_second, concurre
         )
     except ScenarioError as error:
         raise click.BadParameter(str(error), param_hint="--scenario") from None
+    json_to_stdout = json_path is not None and str(json_path) == "-"
+    if json_path is not None and not json_to_stdout:
+        _check_writable(json_path)
     settings = services.settings()
     from gateway.logging import configure_logging
 
     configure_logging(settings.log_format, "warning")
     report = asyncio.run(_run(settings, scenario, seed, database_name, quiet))
-    click.echo(render(report))
+    # With --json -, standard output is the JSON alone (for jq and scripts); the text report goes to stderr.
+    click.echo(render(report), err=json_to_stdout)
     if json_path is not None:
         text = json.dumps(report.as_dict(), indent=2, default=str)
-        if str(json_path) == "-":
+        if json_to_stdout:
             click.echo(text)
         else:
-            json_path.write_text(text + "\n")
+            try:
+                json_path.write_text(text + "\n")
+            except OSError as error:
+                raise click.ClickException(f"cannot write the JSON report to {json_path}: {error.strerror or error}") from None
     sys.exit(0 if report.clean else 1)
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse an unwritable --json file before the run, not after it."""
+    import os
+
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise click.BadParameter(f"{path}: folder {folder} does not exist", param_hint="--json")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise click.BadParameter(f"{path}: not writable", param_hint="--json")
 
 
 async def _run(settings, scenario, seed: int, database_name: str, quiet: bool):

@@ -209,3 +209,37 @@ def test_kanal_simulate_runs_again_on_the_database_it_made(admin_url):
                 await conn.close()
 
         asyncio.run(drop())
+
+
+def test_kanal_simulate_json_dash_writes_json_alone_to_standard_output(admin_url):
+    name = "kanal_sim_test_json_stdout"
+    env = {"DATABASE_URL": database.database_url_with_name(admin_url, "postgres"), "KANAL_LOG_FORMAT": "json"}
+    args = ["simulate", "--workers", "30", "--duration", "1", "--seed", "4", "--database", name, "--quiet", "--json", "-"]
+    try:
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 0, result.output
+        import json
+
+        report = json.loads(result.stdout)  # `kanal simulate --json - | jq` must work
+        assert report["workers"] == 30 and report["health"]["verdict"] == "clean"
+        assert "Coverage (protected workers, JKK) per regency" in result.stderr
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(admin_url)
+            try:
+                await conn.execute('drop database if exists "kanal_sim_test_json_stdout" with (force)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+
+
+def test_kanal_simulate_refuses_a_json_file_it_could_not_write_before_running(tmp_path):
+    missing = tmp_path / "no-such-folder" / "report.json"
+    result = CliRunner().invoke(
+        main, ["simulate", "--json", str(missing)], env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/postgres"}
+    )
+    # Refused before the run (the unreachable server is never tried), with one line, not a traceback afterwards.
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --json" in result.output and "does not exist" in result.output
