@@ -74,7 +74,12 @@ def simulate(services, scenario_path, workers, months, rate_per_second, concurre
     from gateway.logging import configure_logging
 
     configure_logging(settings.log_format, "warning")
-    report = asyncio.run(_run(settings, scenario, seed, database_name, quiet))
+    from gateway.sim.simulator import SimulationRefused
+
+    try:
+        report = asyncio.run(_run(settings, scenario, seed, database_name, quiet))
+    except SimulationRefused as error:
+        raise click.BadParameter(f"{scenario_path or 'go-live'}: {error}", param_hint="--scenario") from None
     # With --json -, standard output is the JSON alone (for jq and scripts); the text report goes to stderr.
     click.echo(render(report), err=json_to_stdout)
     if json_path is not None:

@@ -215,6 +215,7 @@ class Simulation:
         await gateway.start(migrate_first=migrate_first)
         banks = VirtualBanks(scenario.banks, self.outcomes)
         try:
+            refuse_banks_not_served(scenario, gateway)
             pool = gateway.pool
             with self.progress("Seeding Kalbar", scenario.workers) as bar:
                 await population.seed_province(
@@ -415,6 +416,27 @@ class Simulation:
                 next_start = max(next_start, time.monotonic() - 1.0) + interval_s
             tasks.append(asyncio.create_task(one(payment)))
         await asyncio.gather(*tasks)
+
+
+class SimulationRefused(ValueError):
+    """A scenario the gateway it runs against cannot carry out: raised before
+    anything is seeded."""
+
+
+def refuse_banks_not_served(scenario: Scenario, gateway: Gateway) -> None:
+    """An ISO 8583 bank whose acquirer (DE32) the gateway's profile does not
+    serve would be refused at logon, after the whole province was seeded."""
+    from bank_adapters.iso8583.handler import acquirer_code
+
+    for n, bank in enumerate(scenario.banks):
+        if bank.protocol != "iso8583":
+            continue
+        profile = gateway.adapter("iso8583").profile
+        if profile is not None and profile.acquirers and acquirer_code(bank.acquirer) not in profile.acquirers:
+            raise SimulationRefused(
+                f"banks[{n}].acquirer: {bank.name}'s acquirer {bank.acquirer} is not served by the gateway's ISO 8583 "
+                f"profile {profile.name!r}, which takes {', '.join(sorted(profile.acquirers))}"
+            )
 
 
 async def _gather_bounded(coroutines: list) -> None:

@@ -243,3 +243,35 @@ def test_kanal_simulate_refuses_a_json_file_it_could_not_write_before_running(tm
     # Refused before the run (the unreachable server is never tried), with one line, not a traceback afterwards.
     assert result.exit_code == 2, result.output
     assert "Invalid value for --json" in result.output and "does not exist" in result.output
+
+
+def test_kanal_simulate_refuses_an_iso8583_acquirer_the_gateway_does_not_serve_before_seeding(admin_url, tmp_path):
+    scenario = tmp_path / "acquirer.toml"
+    scenario.write_text("[[banks]]\nname = 'OTHER-H2H'\nprotocol = 'iso8583'\nshare_percent = 100\nacquirer = '999'\n")
+    env = {"DATABASE_URL": database.database_url_with_name(admin_url, "postgres"), "KANAL_LOG_FORMAT": "json"}
+    args = ["simulate", "--scenario", str(scenario), "--workers", "30", "--database", "kanal_sim_test_acquirer", "--quiet"]
+    try:
+        result = CliRunner().invoke(main, args, env=env)
+        # The bank_kalbar profile takes acquirer 123 only: a one-line error naming the key, not a LinkDown traceback.
+        assert result.exit_code == 2, result.output
+        assert "banks[0].acquirer: OTHER-H2H's acquirer 999 is not served" in result.output
+        assert "Traceback" not in result.output
+
+        async def employers() -> int:
+            conn = await asyncpg.connect(database.database_url_with_name(admin_url, "kanal_sim_test_acquirer"))
+            try:
+                return await conn.fetchval("select count(*) from employers")
+            finally:
+                await conn.close()
+
+        assert asyncio.run(employers()) == 0  # refused before the province was seeded
+    finally:
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(admin_url)
+            try:
+                await conn.execute('drop database if exists "kanal_sim_test_acquirer" with (force)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
