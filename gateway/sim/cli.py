@@ -184,7 +184,8 @@ async def recreate_database(admin_url: str, name: str) -> None:
 
 @contextlib.contextmanager
 def click_progress(label: str, total: int):
-    with click.progressbar(length=max(total, 1), label=f"{label:<24}", file=sys.stderr, show_pos=True) as bar:
+    # length 0 shows 0/0: a month with no payments must not show one payment that never comes (0/1).
+    with click.progressbar(length=total, label=f"{label:<24}", file=sys.stderr, show_pos=True) as bar:
         yield bar
 
 

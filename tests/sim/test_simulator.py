@@ -275,3 +275,24 @@ def test_kanal_simulate_refuses_an_iso8583_acquirer_the_gateway_does_not_serve_b
                 await conn.close()
 
         asyncio.run(drop())
+
+
+def test_a_progress_bar_with_nothing_to_do_shows_0_of_0_on_a_terminal(monkeypatch):
+    import os
+    import sys
+
+    from gateway.sim.cli import click_progress
+
+    master, slave = os.openpty()  # a real terminal: click draws bars only on one
+    try:
+        with open(slave, "w", closefd=False) as tty:
+            monkeypatch.setattr(sys, "stderr", tty)
+            with click_progress("Payments 2025-09", 0):
+                pass
+            tty.flush()
+        shown = os.read(master, 65536).decode()
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert "Payments 2025-09" in shown
+    assert "0/0" in shown and "0/1" not in shown  # no payment was due: none shown as outstanding
