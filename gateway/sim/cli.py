@@ -143,6 +143,8 @@ def refuse_a_database_in_use(name: str, url: str) -> None:
 
     from gateway.store.database import APP_DATABASE
 
+    if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 63):
+        raise click.BadParameter(f"{name!r}: 1 to 63 ASCII letters, digits and '_'", param_hint="--database")
     configured = unquote(urlsplit(url).path.lstrip("/"))
     if name == APP_DATABASE or name == configured:
         raise click.BadParameter(
@@ -157,8 +159,8 @@ def refuse_a_database_in_use(name: str, url: str) -> None:
 async def recreate_database(admin_url: str, name: str) -> None:
     import asyncpg
 
-    if not name.replace("_", "").isalnum():
-        raise click.BadParameter(f"{name!r}: letters, digits and '_' only", param_hint="--database")
+    if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 63):
+        raise click.BadParameter(f"{name!r}: 1 to 63 ASCII letters, digits and '_'", param_hint="--database")
     from gateway.store.database import connecting
 
     async with connecting(admin_url):

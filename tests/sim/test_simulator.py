@@ -296,3 +296,12 @@ def test_a_progress_bar_with_nothing_to_do_shows_0_of_0_on_a_terminal(monkeypatc
         os.close(master)
     assert "Payments 2025-09" in shown
     assert "0/0" in shown and "0/1" not in shown  # no payment was due: none shown as outstanding
+
+
+@pytest.mark.parametrize("name", ["kanal_sim_" + "x" * 60, "kanal sim", "kanal_sim_é"])
+def test_kanal_simulate_refuses_a_database_name_postgresql_would_not_take_as_is(name):
+    result = CliRunner().invoke(
+        main, ["simulate", "--database", name], env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/postgres"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --database" in result.output and "1 to 63 ASCII letters" in result.output
