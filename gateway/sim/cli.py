@@ -111,7 +111,7 @@ async def _run(settings, scenario, seed: int, database_name: str, quiet: bool):
     from gateway.store import database
 
     url, _server = resolve_database_url(settings)
-    refuse_a_database_in_use(database_name, url)
+    refuse_a_database_in_use(database_name, settings.database_url)
     admin_url = database.database_url_with_name(url, "postgres")
     sim_url = database.database_url_with_name(url, database_name)
     await recreate_database(admin_url, database_name)
@@ -136,7 +136,7 @@ def _gateway_settings(settings, scenario):
     )
 
 
-def refuse_a_database_in_use(name: str, url: str) -> None:
+def refuse_a_database_in_use(name: str, database_url: str | None) -> None:
     """The simulator drops its database first: never one that Kanal itself
     (`kanal serve`, `kanal demo`), DATABASE_URL or the server uses."""
     from urllib.parse import unquote, urlsplit
@@ -145,11 +145,12 @@ def refuse_a_database_in_use(name: str, url: str) -> None:
 
     if not (name.isascii() and name.replace("_", "").isalnum() and len(name) <= 63):
         raise click.BadParameter(f"{name!r}: 1 to 63 ASCII letters, digits and '_'", param_hint="--database")
-    configured = unquote(urlsplit(url).path.lstrip("/"))
+    configured = unquote(urlsplit(database_url).path.lstrip("/")) if database_url else None
     if name == APP_DATABASE or name == configured:
+        where = "the one DATABASE_URL names" if name == configured else "on the embedded server"
         raise click.BadParameter(
-            f"{name!r} is the database kanal serve and kanal demo use; the simulator drops and recreates its "
-            f"database, so give it another name (default {SIM_DATABASE})",
+            f"{name!r} is the database kanal serve and kanal demo use ({where}); "
+            "the simulator drops and recreates its database, so give it another name",
             param_hint="--database",
         )
     if name in SERVER_DATABASES:
