@@ -178,7 +178,11 @@ async def recreate_database(admin_url: str, name: str) -> None:
             )
         await conn.execute(f'drop database if exists "{name}" with (force)')
         await conn.execute(f'create database "{name}"')
-        await conn.execute(f"comment on database \"{name}\" is '{SIM_DATABASE_COMMENT}'")
+        # The comment is spelled out: only the double-quoted name is formatted in (checked
+        # by tests/reliability/test_security.py); it must equal SIM_DATABASE_COMMENT.
+        await conn.execute(
+            f'comment on database "{name}" is \'made by kanal simulate; the next run drops it and creates it again\''
+        )
     except asyncpg.InsufficientPrivilegeError as error:
         raise click.ClickException(f"cannot create database {name}: {error}; grant CREATEDB to the role") from None
     finally:

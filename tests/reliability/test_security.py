@@ -364,14 +364,15 @@ def _dynamic(node: ast.AST, dynamic_names: set[str], constants: set[str]) -> boo
 
 
 def _quoted_database_ddl(node: ast.AST) -> bool:
-    """`f'create database "{name}"'` and the like: a database name is an
+    """`f'create database "{name}"'` and the like (create, drop, alter, comment
+    on): a database name is an
     identifier, which PostgreSQL cannot take as a parameter. Allowed when every
     value sits inside double quotes (the names are the program's own)."""
     if not isinstance(node, ast.JoinedStr):
         return False
     parts = node.values
     head = parts[0].value if parts and isinstance(parts[0], ast.Constant) else ""
-    if not re.match(r"\s*(create|drop|alter) database\b", str(head), re.IGNORECASE):
+    if not re.match(r"\s*(create|drop|alter|comment on) database\b", str(head), re.IGNORECASE):
         return False
     for index, part in enumerate(parts):
         if isinstance(part, ast.FormattedValue):
