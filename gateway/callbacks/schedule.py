@@ -46,7 +46,10 @@ def next_wait_ms(
 
 
 def parse_retry_after_ms(value: str | None, cap_ms: int) -> int | None:
-    """Retry-After in seconds (the HTTP-date form is ignored), capped."""
-    if not value or not value.strip().isdigit():
+    """Retry-After in seconds (the HTTP-date form is ignored), capped. ASCII
+    digits only: isdigit() alone admits "²", which int() refuses, and that
+    ValueError rolled the attempt back and had it sent again at once."""
+    text = (value or "").strip()
+    if not (text.isascii() and text.isdigit()):
         return None
-    return min(int(value.strip()) * 1000, cap_ms)
+    return min(int(text) * 1000, cap_ms)

@@ -191,12 +191,26 @@ class Deliverer:
         try:
             async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as response:
                 raw = await response.content.read(limit * 4 + 4)
-                excerpt = raw.decode("utf-8", errors="replace")[:limit]
+                excerpt = _storable(raw.decode("utf-8", errors="replace"))[:limit]
                 return Sent(response.status, _ms_since(started), excerpt, None, response.headers.get("Retry-After"))
         except TimeoutError:
             return Sent(None, _ms_since(started), "", f"timeout after {self.settings.timeout_ms} ms", None)
-        except aiohttp.ClientError as error:
-            return Sent(None, _ms_since(started), "", f"{type(error).__name__}: {error}"[:500], None)
+        except (aiohttp.ClientError, ValueError) as error:
+            # ValueError: a host the resolver cannot encode (an empty or too
+            # long label, "a..b", raises UnicodeError from getaddrinfo). Such
+            # a URL was accepted before registration checked hosts; it is a
+            # failed attempt like any unreachable receiver, not a bug that
+            # rolls the attempt back and sends again at once.
+            return Sent(None, _ms_since(started), "", _storable(f"{type(error).__name__}: {error}")[:500], None)
+
+
+def _storable(text: str) -> str:
+    """The receiver's text as PostgreSQL can store it: NUL, which text cannot
+    hold, as U+2400 (as the exchanges do). A NUL left in made the attempt's
+    insert fail: the attempt was rolled back, the delivery stayed due, and the
+    workers sent it again at once, over and over, ahead of every other
+    delivery."""
+    return text.replace("\x00", "\u2400") if "\x00" in text else text
 
 
 def _ms_since(started: float) -> int:

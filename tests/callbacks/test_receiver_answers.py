@@ -1,0 +1,119 @@
+"""What a receiver answers must never stop Kanal's delivery workers: each
+answer, however odd, is one logged attempt on the documented schedule, and
+other endpoints' deliveries go on. Real gateway, real receivers on loopback.
+
+Before these fixes, a NUL in the response body or a Retry-After of "²" made
+recording the attempt fail: the attempt was rolled back, the delivery stayed
+due, and the workers sent it again at once, hundreds of times a minute, ahead
+of every other endpoint's delivery. An endpoint URL whose host cannot be
+looked up ("a..b") did the same from the client's side."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiohttp import web
+
+from tests.callbacks.test_delivery import _employer_endpoint
+
+ATTEMPTS_MAX = 4  # FAST_ENV's schedule: 50,50,50 ms, so 4 attempts in a round
+
+
+@pytest.fixture
+async def answering() -> AsyncIterator[Callable]:
+    """A receiver that answers every POST with `make_response()`, counting them."""
+    runners: list[web.AppRunner] = []
+
+    async def make(make_response: Callable[[], web.Response]) -> tuple[str, collections.Counter]:
+        hits: collections.Counter = collections.Counter()
+
+        async def handle(request: web.Request) -> web.Response:
+            await request.read()
+            hits["posts"] += 1
+            return make_response()
+
+        app = web.Application()
+        app.router.add_post("/hook", handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook", hits
+
+    yield make
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def _finished_delivery(api, endpoint_id: str, token: str) -> dict:
+    """The endpoint's only delivery, once it is no longer pending."""
+    async with asyncio.timeout(15):
+        while True:
+            page = await api("GET", f"/api/v1/callbacks/endpoints/{endpoint_id}/deliveries", token=token, expect=200)
+            if page["deliveries"] and page["deliveries"][0]["status"] != "pending":
+                [delivery] = page["deliveries"]
+                return await api("GET", f"/api/v1/callbacks/deliveries/{delivery['id']}", token=token, expect=200)
+            await asyncio.sleep(0.05)
+
+
+async def _register(api, bills, url: str):
+    employer, api_key, kpjs = await bills.create_employer(workers=1)
+    endpoint = await api(
+        "POST", f"/api/v1/employers/{employer['npp']}/callbacks/endpoints", token=api_key,
+        json_body={"url": url, "event_types": ["bill.created"]}, expect=201,
+    )
+    return employer, api_key, kpjs, endpoint
+
+
+async def test_a_nul_in_the_response_is_logged_and_retried_on_schedule(callback_gateway, api, bills, answering, make_receiver):
+    url, hits = await answering(lambda: web.Response(status=500, body=b"broken\x00answer", content_type="text/plain"))
+    employer, api_key, kpjs, endpoint = await _register(api, bills, url)
+    await bills.report(employer, api_key, kpjs, bills.default_period())
+
+    delivery = await _finished_delivery(api, endpoint["id"], api_key)
+    assert delivery["status"] == "failed" and delivery["attempts"] == ATTEMPTS_MAX
+    assert [a["outcome"] for a in delivery["attempt_log"]] == ["retry"] * (ATTEMPTS_MAX - 1) + ["exhausted"]
+    # The NUL is kept as U+2400, as the conformance exchanges keep it.
+    assert {a["response_excerpt"] for a in delivery["attempt_log"]} == {"broken\u2400answer"}
+    assert hits["posts"] == ATTEMPTS_MAX, "each attempt is sent once, not again and again"
+
+    # The workers are free for everyone else.
+    receiver = await make_receiver()
+    other, other_key, other_kpjs, _ = await _employer_endpoint(api, bills, receiver, events=("bill.created",))
+    await bills.report(other, other_key, other_kpjs, bills.default_period())
+    await receiver.wait_for(lambda: receiver.ids(200))
+
+
+async def test_a_retry_after_in_non_ascii_digits_is_ignored_not_fatal(callback_gateway, api, bills, answering):
+    # "²".isdigit() is True, and int("²") raised ValueError in the worker.
+    url, hits = await answering(lambda: web.Response(status=429, headers={"Retry-After": "\u00b2"}))
+    employer, api_key, kpjs, endpoint = await _register(api, bills, url)
+    await bills.report(employer, api_key, kpjs, bills.default_period())
+
+    delivery = await _finished_delivery(api, endpoint["id"], api_key)
+    assert delivery["status"] == "failed" and delivery["attempts"] == ATTEMPTS_MAX
+    assert {a["http_status"] for a in delivery["attempt_log"]} == {429}
+    assert hits["posts"] == ATTEMPTS_MAX
+
+
+async def test_a_stored_url_whose_host_cannot_be_looked_up_fails_each_attempt_once(callback_gateway, api, bills, make_receiver):
+    """An endpoint registered before the URL check (written here as an older
+    gateway did): its deliveries fail attempt by attempt, they are not a loop."""
+    employer, api_key, kpjs, endpoint = await _register(api, bills, "https://example.com/hook")
+    await callback_gateway.pool.execute(
+        "update callback_endpoints set url = 'http://kanal..example/hook' where id = $1", endpoint["id"]
+    )
+    await bills.report(employer, api_key, kpjs, bills.default_period())
+
+    delivery = await _finished_delivery(api, endpoint["id"], api_key)
+    assert delivery["status"] == "failed" and delivery["attempts"] == ATTEMPTS_MAX
+    assert all("kanal..example" in a["error"] or "idna" in a["error"] for a in delivery["attempt_log"])
+
+    receiver = await make_receiver()
+    other, other_key, other_kpjs, _ = await _employer_endpoint(api, bills, receiver, events=("bill.created",))
+    await bills.report(other, other_key, other_kpjs, bills.default_period())
+    await receiver.wait_for(lambda: receiver.ids(200))
