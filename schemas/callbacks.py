@@ -15,6 +15,7 @@ import datetime as dt
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import yarl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
@@ -44,7 +45,29 @@ def _check_url(value: str) -> str:
     parts = urlsplit(value)  # its ValueError (e.g. "Invalid IPv6 URL") is a validation error too
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http:// or https:// URL, e.g. https://example.com/kanal/webhooks")
+    # What the delivery workers' client does with it, checked now: a port
+    # that is not a number from 1 to 65535, or a host name that cannot be
+    # looked up (an empty label, "a..b"; a label over 63 characters), made
+    # every attempt fail without ever reaching a receiver.
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"the port must be a number from 1 to 65535, got {_shown(parts.netloc)}")
+    try:
+        url = yarl.URL(value)
+        host = url.raw_host or ""
+        if ":" not in host:  # an IPv6 address has no labels to check
+            host.encode("idna")
+    except (ValueError, UnicodeError) as error:  # UnicodeError is the idna codec's
+        raise ValueError(f"the host name {_shown(parts.hostname)} cannot be looked up: {error}") from None
     return value
+
+
+def _shown(text: str | None) -> str:
+    text = text or ""
+    return repr(text if len(text) <= 80 else text[:77] + "...")
 
 
 def _check_distinct(value: list[str]) -> list[str]:

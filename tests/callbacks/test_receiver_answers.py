@@ -100,6 +100,34 @@ async def test_a_retry_after_in_non_ascii_digits_is_ignored_not_fatal(callback_g
     assert hits["posts"] == ATTEMPTS_MAX
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://example.com:abc/hook", "port"),
+        ("http://example.com:99999/hook", "port"),
+        ("http://example.com:0/hook", "port"),
+        ("http://kanal..example/hook", "host name"),
+        ("http://" + "a" * 64 + ".example/hook", "host name"),
+    ],
+)
+async def test_an_url_no_request_can_reach_is_refused_naming_url(callback_gateway, api, bills, url, problem):
+    employer, api_key, _ = await bills.create_employer(workers=1)
+    for method, path, body in [
+        ("POST", f"/api/v1/employers/{employer['npp']}/callbacks/endpoints", {"url": url, "event_types": ["bill.created"]}),
+        ("POST", "/api/v1/partners/BANKX/callbacks/endpoints", {"url": url, "event_types": ["bill.created"]}),
+    ]:
+        refused = await api(method, path, token=api_key if "employers" in path else None, json_body=body, expect=422)
+        [error] = refused["errors"]
+        assert error["field"] == "url" and problem in error["problem"], refused
+    endpoint = await api(
+        "POST", f"/api/v1/employers/{employer['npp']}/callbacks/endpoints", token=api_key,
+        json_body={"url": "https://example.com/hook", "event_types": ["bill.created"]}, expect=201,
+    )
+    refused = await api("PATCH", f"/api/v1/callbacks/endpoints/{endpoint['id']}", token=api_key, json_body={"url": url}, expect=422)
+    assert [e["field"] for e in refused["errors"]] == ["url"]
+    assert (await api("GET", f"/api/v1/callbacks/endpoints/{endpoint['id']}", token=api_key))["url"] == "https://example.com/hook"
+
+
 async def test_a_stored_url_whose_host_cannot_be_looked_up_fails_each_attempt_once(callback_gateway, api, bills, make_receiver):
     """An endpoint registered before the URL check (written here as an older
     gateway did): its deliveries fail attempt by attempt, they are not a loop."""
