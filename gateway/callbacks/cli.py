@@ -21,6 +21,9 @@ from gateway.callbacks.settings import CallbackSettings
 from gateway.service.errors import ServiceError
 
 EVENT_CHOICE = click.Choice(service.EVENT_TYPES)
+# A delivery id is a bigint: a larger number is a usage error (exit 2), not
+# the driver's traceback.
+DELIVERY_ID = click.IntRange(1, 2**63 - 1)
 
 
 def _run(fn, *, partner_hint: str | None = None) -> Any:
@@ -166,14 +169,14 @@ def list_deliveries(endpoint_id, status, limit) -> None:
 
 
 @callbacks_group.command("show")
-@click.argument("delivery_id", type=int)
+@click.argument("delivery_id", type=DELIVERY_ID)
 def show_delivery(delivery_id) -> None:
     """One delivery with its attempt log (status, latency, response excerpt)."""
     _echo_json(_run(lambda pool: service.delivery_with_attempts(pool, delivery_id))[1])
 
 
 @callbacks_group.command("replay")
-@click.argument("delivery_id", type=int)
+@click.argument("delivery_id", type=DELIVERY_ID)
 def replay(delivery_id) -> None:
     """Send one delivery again now, with the same webhook-id (re-enables its endpoint)."""
     _echo_json(_run(lambda pool: service.replay_delivery(pool, delivery_id)))

@@ -90,3 +90,11 @@ async def test_a_partner_id_that_a_url_path_would_resolve_away_is_refused(callba
                       "--event", "bill.created")
     assert added.returncode == 1 and "partner_id" in added.stderr and "URL path" in added.stderr
     assert await pool.fetchval("select count(*) from callback_endpoints") == 0
+
+
+@pytest.mark.parametrize("command", ["show", "replay"])
+async def test_a_delivery_id_beyond_bigint_is_a_usage_error(database_url, command):
+    """It reached PostgreSQL, and the driver's DataError came out as a traceback."""
+    ran = await run(database_url, "callbacks", command, "99999999999999999999")
+    assert ran.returncode == 2
+    assert "DELIVERY_ID" in ran.stderr and "99999999999999999999" in ran.stderr
