@@ -236,23 +236,32 @@ def _delivery_id(request: web.Request) -> int:
     return int(text)
 
 
+async def _delivery_for(request: web.Request) -> int:
+    """The path's delivery id if the caller may see that delivery. Another
+    employer's delivery is 404 "no delivery N", as an unknown one: it used
+    to answer "no callback endpoint ep_...", naming the endpoint it belongs to."""
+    await _authenticated(request)
+    delivery_id = _delivery_id(request)
+    unknown = NotFound(f"no delivery {delivery_id}", [{"field": "delivery_id", "problem": "unknown"}])
+    row = await store.delivery(request.app[pool_key], delivery_id)
+    if row is None:
+        raise unknown
+    try:
+        await _endpoint_for(request, row["endpoint_id"])
+    except NotFound:
+        raise unknown from None
+    return delivery_id
+
+
 @routes.get("/api/v1/callbacks/deliveries/{delivery_id}")
 async def get_delivery(request: web.Request) -> web.Response:
-    await _authenticated(request)
-    row, view = await service.delivery_with_attempts(request.app[pool_key], _delivery_id(request))
-    await _endpoint_for(request, row["endpoint_id"])
+    _row, view = await service.delivery_with_attempts(request.app[pool_key], await _delivery_for(request))
     return json_ok(view)
 
 
 @routes.post("/api/v1/callbacks/deliveries/{delivery_id}/replay")
 async def replay_delivery(request: web.Request) -> web.Response:
-    await _authenticated(request)
-    delivery_id = _delivery_id(request)
-    row = await store.delivery(request.app[pool_key], delivery_id)
-    if row is None:
-        raise NotFound(f"no delivery {delivery_id}", [{"field": "delivery_id", "problem": "unknown"}])
-    await _endpoint_for(request, row["endpoint_id"])
-    return json_ok(await service.replay_delivery(request.app[pool_key], delivery_id))
+    return json_ok(await service.replay_delivery(request.app[pool_key], await _delivery_for(request)))
 
 
 # --------------------------------------------------------------- faults --
