@@ -30,6 +30,10 @@ class CallbackSettings(BaseSettings):
     jitter_percent: int = Field(default=20, ge=0, le=100)
     # A 429's Retry-After is honoured up to this.
     retry_after_ms_max: int = Field(default=3_600_000, ge=0)
+    # A delivery whose attempt could not be recorded (the attempt rolled back:
+    # a database error, a bug) waits this long before it is claimed again, so
+    # that one delivery cannot hold a worker in a loop of sends.
+    unrecorded_attempt_hold_ms: int = Field(default=60_000, ge=10, le=3_600_000)
     # How often an idle worker and the relay look for work.
     poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
     relay_batch_size_max: int = Field(default=500, ge=1, le=10_000)

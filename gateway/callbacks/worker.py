@@ -62,6 +62,8 @@ class Deliverer:
         self.wake = wake or asyncio.Event()
         self.rng = random.Random()
         self._session: aiohttp.ClientSession | None = None
+        # The delivery each worker is handling, by worker name (hold_back).
+        self._claimed: dict[str, int] = {}
 
     async def __aenter__(self) -> Deliverer:
         return self
@@ -89,9 +91,11 @@ class Deliverer:
                 did = await self.deliver_one(worker_name)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
                 log.warning("callbacks.worker_error", worker=worker_name, error=repr(error))
+                await self.hold_back(worker_name, error)
                 did = False
-            except Exception:  # a bug must not stop deliveries for good; it is logged loudly
+            except Exception as error:  # a bug must not stop deliveries for good; it is logged loudly
                 log.exception("callbacks.worker_failed", worker=worker_name)
+                await self.hold_back(worker_name, error)
                 did = False
             if not did:
                 self.wake.clear()
@@ -102,12 +106,39 @@ class Deliverer:
                     async with asyncio.timeout(self.settings.poll_interval_ms / 1000):
                         await self.wake.wait()
 
+    async def hold_back(self, worker_name: str, error: BaseException) -> None:
+        """The delivery a worker was handling when `error` rolled its attempt
+        back stays pending, due now, first in the claim order: without this,
+        the next poll sent it again, and again, as fast as the workers poll,
+        ahead of every other delivery. It waits `unrecorded_attempt_hold_ms`
+        instead, with the error in `last_error`. The receiver may have got the
+        request: at least once, as always."""
+        delivery_id = self._claimed.pop(worker_name, None)
+        if delivery_id is None:
+            return
+        try:
+            await self.pool.execute(
+                """update callback_deliveries
+                      set next_attempt_at = now() + make_interval(secs => $2), last_error = $3
+                    where id = $1 and status = 'pending'""",
+                delivery_id,
+                self.settings.unrecorded_attempt_hold_ms / 1000,
+                f"Kanal could not record the attempt ({type(error).__name__}); held back "
+                f"{self.settings.unrecorded_attempt_hold_ms} ms",
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as failed:  # the database is down: nothing to hold
+            log.warning("callbacks.hold_back_failed", worker=worker_name, delivery=delivery_id, error=repr(failed))
+        else:
+            log.warning("callbacks.delivery_held_back", worker=worker_name, delivery=delivery_id,
+                        hold_ms=self.settings.unrecorded_attempt_hold_ms)
+
     async def deliver_one(self, worker_name: str = "") -> bool:
         """Send the next due delivery, if any; True when one was handled."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(store.CLAIM_SQL)
             if row is None:
                 return False
+            self._claimed[worker_name] = row["id"]
             body = event_body(row)
             secrets_in_use = [row["secret"]] + ([row["previous_secret"]] if row["previous_secret"] else [])
             first_ever = row["attempts"] == 0 and row["replays"] == 0
@@ -148,7 +179,9 @@ class Deliverer:
                 error=result.error,
                 worker=worker_name or self.name,
             )
-            return True
+        # Committed: the attempt is recorded.
+        self._claimed.pop(worker_name, None)
+        return True
 
     async def _conclude(self, conn: asyncpg.Connection, row: asyncpg.Record, verdict: schedule.Verdict, result: Sent) -> str:
         """Decide the delivery's next state after its attempt; the attempt's outcome."""

@@ -145,3 +145,52 @@ async def test_a_stored_url_whose_host_cannot_be_looked_up_fails_each_attempt_on
     other, other_key, other_kpjs, _ = await _employer_endpoint(api, bills, receiver, events=("bill.created",))
     await bills.report(other, other_key, other_kpjs, bills.default_period())
     await receiver.wait_for(lambda: receiver.ids(200))
+
+
+async def test_an_attempt_that_cannot_be_recorded_holds_its_delivery_back_instead_of_looping(
+    callback_gateway, api, bills, answering, make_receiver
+):
+    """Whatever makes recording an attempt fail next (here a trigger in the
+    database refuses the attempt row for one receiver's answers), the attempt
+    rolls back and its delivery stays pending. It used to stay due at the head
+    of the claim order: the workers sent it again at every poll, forever. Now
+    it waits KANAL_CALLBACKS_UNRECORDED_ATTEMPT_HOLD_MS (60 s) with the reason
+    in last_error, and every other endpoint's deliveries go on."""
+    pool = callback_gateway.pool
+    await pool.execute(
+        """create or replace function test_refuse_poisoned_attempt() returns trigger language plpgsql as $$
+           begin
+             if new.response_excerpt = 'poisoned' then raise exception 'cannot record this attempt'; end if;
+             return new;
+           end $$;
+           create trigger test_refuse_poisoned_attempt before insert on callback_attempts
+             for each row execute function test_refuse_poisoned_attempt();"""
+    )
+    try:
+        url, hits = await answering(lambda: web.Response(status=500, text="poisoned"))
+        employer, api_key, kpjs, endpoint = await _register(api, bills, url)
+        await bills.report(employer, api_key, kpjs, bills.default_period())
+        async with asyncio.timeout(15):
+            while hits["posts"] == 0:
+                await asyncio.sleep(0.02)
+
+        # Another endpoint's event, written after the poisoned one, is delivered.
+        receiver = await make_receiver()
+        other, other_key, other_kpjs, _ = await _employer_endpoint(api, bills, receiver, events=("bill.created",))
+        await bills.report(other, other_key, other_kpjs, bills.default_period())
+        await receiver.wait_for(lambda: receiver.ids(200))
+
+        # Before the fix, the poisoned delivery had been sent again at every 20 ms poll by now.
+        assert hits["posts"] == 1
+        delivery = await pool.fetchrow(
+            """select status, attempts, last_error, next_attempt_at - now() as wait
+                 from callback_deliveries where endpoint_id = $1""",
+            endpoint["id"],
+        )
+        assert delivery["status"] == "pending" and delivery["attempts"] == 0
+        assert "could not record the attempt" in delivery["last_error"]
+        assert delivery["wait"].total_seconds() > 50  # held back for about 60 s, not due at once
+    finally:
+        await pool.execute(
+            "drop trigger test_refuse_poisoned_attempt on callback_attempts; drop function test_refuse_poisoned_attempt()"
+        )
