@@ -226,6 +226,12 @@ def render(report) -> str:
             f"  {m['period']:<8} {m['wage_reports']:>8,} {m['bills_issued']:>8,} {m['payments_sent']:>9,} "
             f"{m['rush_payments']:>7,} {m['late_fee_rupiah']:>15,}"
         )
+    carried = summary["months"][-1].get("late_payments_carried_over", 0) if summary["months"] else 0
+    if carried:
+        lines.append(
+            f"  {carried:,} late payments fall after {summary['months'][-1]['period']}'s month and were not sent "
+            "(their bills stay open; a longer --duration sends them)"
+        )
     lines += ["", "Bank messages by outcome", f"  {'protocol':<9} {'step':<24} {'code':<8} {'count':>8}  meaning"]
     for o in summary["outcomes"]:
         lines.append(f"  {o['protocol']:<9} {o['step']:<24} {o['code']:<8} {o['count']:>8,}  {o['meaning']}")

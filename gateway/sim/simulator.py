@@ -271,8 +271,12 @@ class Simulation:
         issued = await self._wage_reports(pool, period)
         timings[f"{period} wage reports"] = round(time.perf_counter() - started, 3)
         new_bills = await self._bills_issued_since(pool, issued["first_bill_id"])
-        scheduled = [s for s in self.pending if s.day.month == period.month and s.day.year == period.year]
-        self.pending = [s for s in self.pending if s not in scheduled]
+        # One pass: `s not in scheduled` compared every carried payment with every
+        # scheduled one (quadratic; minutes a month for the whole province).
+        scheduled, later = [], []
+        for s in self.pending:
+            (scheduled if (s.day.year, s.day.month) == (period.year, period.month) else later).append(s)
+        self.pending = later
         scheduled += self._decide(new_bills, period)
         late_fees = await pool.fetchval(
             """select coalesce(sum(l.employer_rupiah), 0)::bigint from bill_lines l join bills b on b.id = l.bill_id
