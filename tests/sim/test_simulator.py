@@ -98,6 +98,10 @@ def test_kanal_simulate_runs_from_the_command_line_and_exits_0_on_a_clean_ledger
 
         saved = json.loads(out.read_text())
         assert saved["workers"] == 150 and saved["health"]["verdict"] == "clean"
+        # Late payers drawn for after the last month are not sent: the text says how many, not only the JSON.
+        carried = saved["months"][-1]["late_payments_carried_over"]
+        assert carried > 0
+        assert f"{carried:,} late payments fall after {saved['months'][-1]['period']}'s month and were not sent" in result.output
     finally:
         import asyncio
 
