@@ -11,7 +11,13 @@ import click
 
 from gateway.ops import checks as health
 from gateway.ops import reconcile as rec
-from gateway.ops.statements import FORMATS, StatementError, render
+from gateway.ops.statements import (
+    FORMATS,
+    STATEMENT_DAY_MAX,
+    STATEMENT_DAY_MIN,
+    StatementError,
+    render,
+)
 
 MARKS = {health.OK: "ok  ", health.VIOLATION: "FAIL", health.SKIPPED: "skip"}
 
@@ -215,6 +221,11 @@ def statement(from_date, to_date, fmt, channel_prefix, statement_ref, output) ->
     last: dt.date = (to_date or from_date).date()
     if last < first:
         raise click.BadParameter("TO_DATE is before FROM_DATE", param_hint="TO_DATE")
+    for hint, day in (("FROM_DATE", first), ("TO_DATE", last)):
+        if not STATEMENT_DAY_MIN <= day <= STATEMENT_DAY_MAX:
+            raise click.BadParameter(f"{day.isoformat()} is outside the days a statement may cover "
+                                     f"({STATEMENT_DAY_MIN.isoformat()} to {STATEMENT_DAY_MAX.isoformat()})",
+                                     param_hint=hint)
     result = _services().run_with_pool(
         lambda pool: rec.ledger_statement(pool, first, last, channel_prefix=channel_prefix, statement_ref=statement_ref)
     )

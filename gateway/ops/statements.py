@@ -56,6 +56,16 @@ _NAMESPACE = re.compile(r"^\{urn:iso:std:iso:20022:tech:xsd:(camt\.05[34])\.001\
 # without Decimal. 18 digits keep int() far from Python's digit limit.
 _WHOLE_AMOUNT = re.compile(r"([1-9][0-9]{0,17})(?:\.0*)?")
 _WHOLE_AMOUNT_DIGITS_MAX = 18
+# What an accepted amount looks like once its value passed every other check:
+# ASCII digits, and a fraction (known to be zero by then). Not an exponent ("1.23457E+06",
+# which a spreadsheet writes for 1,234,567 and would read back as 1,234,570),
+# not "1_000", not digits of other scripts: Decimal takes them all.
+_PLAIN_AMOUNT = re.compile(r"\+?[0-9]+(?:\.[0-9]*)?")
+# The days a statement may cover: the ledger's window of a day ends at the
+# next midnight, which Python cannot hold after 9999-12-30.
+STATEMENT_DAY_MIN = dt.date(1900, 1, 1)
+STATEMENT_DAY_MAX = dt.date(9999, 12, 30)
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _LEADING_BLANKS = re.compile(rb"[\xef\xbb\xbf \t\r\n]*")
 _PROLOG_READ_BYTES = 1024
 _CSV_DIRECTIONS = {"": "credit", "c": "credit", "crdt": "credit", "credit": "credit",
@@ -123,7 +133,35 @@ def whole_rupiah(value: object, where: str) -> int:
     if amount.adjusted() >= _WHOLE_AMOUNT_DIGITS_MAX:  # before int(): 1E+1000000 would take minutes
         raise StatementError(f"{where}: {value} is too large; amounts have at most {_WHOLE_AMOUNT_DIGITS_MAX} digits",
                              [{"field": where, "problem": f"at most {_WHOLE_AMOUNT_DIGITS_MAX} digits"}])
+    text = str(value).strip()  # a Decimal (camt, as xsdata read it) says "1.5E+3" for "1.5E3"
+    if not _PLAIN_AMOUNT.fullmatch(text):
+        raise StatementError(
+            f"{where}: {text!r} is not written in plain digits; write whole rupiah such as 150000 or 150000.00",
+            [{"field": where, "problem": "expected plain digits (no exponent, separator or other script)"}],
+        )
     return int(amount)
+
+
+def statement_day(day: dt.date, where: str, text: str | None = None) -> dt.date:
+    """`day`, refused (naming `where`) outside the days a statement may cover."""
+    if not STATEMENT_DAY_MIN <= day <= STATEMENT_DAY_MAX:
+        raise StatementError(
+            f"{where}: {text or day.isoformat()!r} is outside the days a statement may cover "
+            f"({STATEMENT_DAY_MIN.isoformat()} to {STATEMENT_DAY_MAX.isoformat()})",
+            [{"field": where, "problem": f"must be from {STATEMENT_DAY_MIN.isoformat()} to {STATEMENT_DAY_MAX.isoformat()}"}],
+        )
+    return day
+
+
+def _csv_day(text: str) -> dt.date | None:
+    """A CSV booking date: exactly YYYY-MM-DD (Python's fromisoformat also
+    takes 20251001 and 2025-W40-3), None when it is not one."""
+    if not _ISO_DAY.fullmatch(text):
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def detect_format(raw: bytes) -> str:
@@ -290,13 +328,13 @@ class _CsvTable:
             booking = row[at_date].strip() if at_date < size else ""
             booked_on = dates.get(booking)
             if booked_on is None:
-                try:
-                    booked_on = dates[booking] = dt.date.fromisoformat(booking)
-                except ValueError:
+                booked_on = _csv_day(booking)
+                if booked_on is None:
                     raise StatementError(
                         f"line {n}, booking_date: {booking!r} is not a date (YYYY-MM-DD)",
                         [{"field": f"line {n}.booking_date", "problem": "expected YYYY-MM-DD"}],
-                    ) from None
+                    )
+                dates[booking] = statement_day(booked_on, f"line {n}.booking_date", booking)
             given = row[at_direction].strip() if at_direction < size else ""
             direction = _CSV_DIRECTIONS.get(given.lower())
             if direction is None:
@@ -321,9 +359,8 @@ class _CsvTable:
         rows read in order say which error comes first) or there is no row."""
         at_date = self.at[0]
         texts = {row[at_date].strip() if at_date < len(row) else "" for row in self.rows if row}
-        try:
-            days = [dt.date.fromisoformat(text) for text in texts]
-        except ValueError:
+        days = [_csv_day(text) for text in texts]
+        if None in days or not all(STATEMENT_DAY_MIN <= day <= STATEMENT_DAY_MAX for day in days):
             return None
         return (min(days), max(days)) if days else None
 
@@ -450,18 +487,27 @@ def _one_report(reports: list, kind: str) -> None:
 
 
 def _statement(kind: str, report, lines: list[Line]) -> Statement:
-    if not lines:
-        raise StatementError("the statement has no entries")
-    days = {line.booked_on for line in lines}
-    from_date, to_date = min(days), max(days)
     period = _period(report)
+    if not lines and period is None:
+        raise StatementError("the statement has no entries, and no period (FrToDt) to say which days it covers",
+                             [{"field": "FrToDt", "problem": "required when the statement has no entries"}])
+    days = {line.booked_on for line in lines}
+    for n, line in enumerate(lines, start=1):
+        if not STATEMENT_DAY_MIN <= line.booked_on <= STATEMENT_DAY_MAX:
+            statement_day(line.booked_on, f"line {n}.BookgDt")
     if period is not None:
         from_date, to_date = period
         for name, value in (("FrDtTm", from_date), ("ToDtTm", to_date)):
             if not isinstance(value, dt.date):  # xsdata kept a text it could not convert
                 raise StatementError(f"FrToDt.{name}: {value!r} is not an ISO date and time",
                                      [{"field": f"FrToDt.{name}", "problem": "not a date and time"}])
-        from_date, to_date = min(from_date, *days), max(to_date, *days)
+            statement_day(value, f"FrToDt.{name}")
+        if not lines and from_date > to_date:
+            raise StatementError(f"FrToDt: {from_date.isoformat()} is after {to_date.isoformat()}",
+                                 [{"field": "FrToDt", "problem": "FrDtTm is after ToDtTm"}])
+        from_date, to_date = min([from_date, *days]), max([to_date, *days])
+    else:
+        from_date, to_date = min(days), max(days)
     return Statement(kind, report.id, _account(report.acct), from_date, to_date, lines)
 
 
@@ -1435,8 +1481,9 @@ def _stream_camt(raw: bytes, fmt: str | None, digest: Future) -> StatementStream
     if uniform is None:
         return None
     period = _period(uniform.report)
-    if period is None or not all(isinstance(day, dt.date) for day in period) or period[0] > period[1]:
-        return None
+    if period is None or not all(isinstance(day, dt.date) for day in period) or period[0] > period[1] \
+            or period[0] < STATEMENT_DAY_MIN or period[1] > STATEMENT_DAY_MAX:
+        return None  # `parse` says why
     try:
         account_id = _account(uniform.report.acct)
     except (AttributeError, TypeError):
