@@ -47,6 +47,9 @@ class Services:
         from gateway.store import database
 
         settings = self.settings()
+        # Logs go to stderr, as the gateway's do: left unconfigured, structlog
+        # prints to stdout, into the output of `kanal reconcile --json`.
+        _configure_logging(settings)
 
         async def main() -> T:
             url, server = resolve_database_url(settings)

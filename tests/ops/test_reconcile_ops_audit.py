@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 
 import aiohttp
 import pytest
@@ -123,3 +124,17 @@ def test_a_camt_statement_with_no_entries_and_no_period_is_refused_naming_the_pe
     with pytest.raises(StatementError) as refused:
         parse(raw[:start] + raw[end:])
     assert refused.value.errors[0]["field"] == "FrToDt"
+
+
+async def test_kanal_reconcile_json_prints_only_json(database_url, paid_ledger, clock, tmp_path):
+    """The `statement_imported` log line went to standard output, before the
+    JSON: `kanal reconcile --json | jq` failed on every new import."""
+    today = clock().astimezone(WIB).date().isoformat()
+    stmt = tmp_path / "stmt.csv"
+    code, _, err = await kanal(database_url, "statement", today, "--format", "csv", "-o", str(stmt))
+    assert code == 0, err
+    code, out, err = await kanal(database_url, "reconcile", str(stmt), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["already_imported"], result["matched"], len(result["items"])) == (False, 5, 5)
+    assert "statement_imported" in err
