@@ -174,7 +174,7 @@ def list_command(limit, as_json) -> None:
 
 
 @reconciliations.command("export")
-@click.argument("statement_id", type=int)
+@click.argument("statement_id", type=click.IntRange(1, 2**63 - 1))
 @click.option("--format", "fmt", type=click.Choice(("csv", "json")), default="csv", show_default=True, help="The items' format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Write here instead of standard output.")

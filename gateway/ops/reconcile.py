@@ -286,8 +286,10 @@ async def _store(
     it, write the result columns. The row is also the check that the file is
     new: when it conflicts, the file (or another claiming the statement) was
     imported before, or meanwhile."""
-    if len(statement.statement_ref) > 200 or len(statement.account) > 100:
-        raise StatementError("the statement id (at most 200 characters) or account (at most 100) is too long")
+    for name, value, most in (("statement_ref", statement.statement_ref, 200), ("account", statement.account, 100)):
+        if len(value) > most:
+            raise StatementError(f"{name}: the statement's {name.replace('_', ' ')} is {len(value)} characters long; "
+                                 f"at most {most}", [{"field": name, "problem": f"at most {most} characters"}])
     async with pool.acquire() as conn, conn.transaction():
         statement_id = await conn.fetchval(
             """insert into ops_statements (sha256, format, statement_ref, account, file_name, from_date, to_date,
@@ -471,7 +473,8 @@ ITEM_COLUMNS = (
 
 async def items(conn: asyncpg.Connection | asyncpg.Pool, statement_id: int, kind: str | None = None) -> list[dict]:
     rows = await conn.fetch(
-        """select i.item_no, i.kind, i.matched_on, i.direction, i.line_no, e.booked_on, e.bank_reference,
+        """select i.item_no, i.kind, i.matched_on, i.direction, i.line_no, e.booked_on,
+                  coalesce(e.bank_reference, p.bank_reference) as bank_reference,
                   e.end_to_end_id, coalesce(nullif(e.payment_code, ''), p.payment_code) as payment_code,
                   i.bank_amount_rupiah, i.payment_id, p.channel, p.idempotency_key, i.npp, i.ledger_amount_rupiah,
                   coalesce(i.bank_amount_rupiah, 0) - coalesce(i.ledger_amount_rupiah, 0) as difference_rupiah

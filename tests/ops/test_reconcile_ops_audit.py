@@ -4,8 +4,10 @@ through `kanal` run as a subprocess, against real PostgreSQL."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime as dt
+import io
 import json
 
 import aiohttp
@@ -16,6 +18,7 @@ from gateway.ops import reconcile
 from gateway.ops.statements import StatementError, parse, render
 from tests.ops.conftest import ADMIN
 from tests.ops.test_cli import kanal
+from tests.ops.test_http import pay
 
 COUNTS = """select (select count(*) from ops_statements), (select count(*) from ops_statement_entries),
                    (select count(*) from ops_reconciliation_ledger_only)"""
@@ -138,3 +141,37 @@ async def test_kanal_reconcile_json_prints_only_json(database_url, paid_ledger, 
     result = json.loads(out)
     assert (result["already_imported"], result["matched"], len(result["items"])) == (False, 5, 5)
     assert "statement_imported" in err
+
+
+async def test_a_ledger_only_item_carries_the_payments_bank_reference(gateway_server, bills, clock):
+    """A payment the bank's statement leaves out is what the engineer asks
+    the bank about, by the bank's own reference: the export left that column
+    empty for ledger_only items (it was read from the statement's line only)."""
+    for n in range(2):
+        await pay(gateway_server, bills, n)
+    today = clock().astimezone(WIB).date()
+    statement = await reconcile.ledger_statement(gateway_server.pool, today, today, statement_ref="S-MISSING")
+    missing = statement.lines[0]
+    status, created = await post_statement(gateway_server, render(dataclasses.replace(statement, lines=statement.lines[1:]), "csv"),
+                                           "?statement_ref=S-MISSING")
+    assert status == 201 and created["ledger_only"] == 1, created
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{gateway_server.url}/ops/reconciliations/{created['id']}/items.csv", headers=ADMIN) as response:
+        rows = list(csv.DictReader(io.StringIO(await response.text())))
+    ledger_only = [row for row in rows if row["kind"] == "ledger_only"]
+    assert [(row["bank_reference"], row["line_no"], row["bank_amount_rupiah"]) for row in ledger_only] == \
+        [(missing.bank_reference, "", "")]
+    assert missing.bank_reference and ledger_only[0]["ledger_amount_rupiah"] == str(missing.amount_rupiah)
+
+
+async def test_a_statement_id_too_long_names_its_field(gateway_server):
+    status, body = await post_statement(gateway_server, b"booking_date,amount_rupiah\n2025-10-01,1000\n",
+                                        "?statement_ref=" + "S" * 201)
+    assert status == 422
+    assert body["errors"] == [{"field": "statement_ref", "problem": "at most 200 characters"}]
+
+
+async def test_kanal_reconciliations_export_of_an_id_past_bigint_is_a_usage_error(database_url):
+    code, _, err = await kanal(database_url, "reconciliations", "export", "99999999999999999999")
+    assert code == 2 and "Traceback" not in err
+    assert "Invalid value for 'STATEMENT_ID'" in err
