@@ -58,10 +58,18 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         redact_secrets,
     ]
     renderer = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    processors = [structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
+    if structlog.is_configured():
+        # Configured again (a second command run in one process): loggers
+        # cached on first use hold the list they were bound with, so the new
+        # chain goes into that same list, not a new one they would never see.
+        configured = structlog.get_config()["processors"]
+        configured[:] = processors
+        processors = configured
     structlog.configure(
         # filter_by_level first: a call below the level costs a comparison,
         # not the whole chain.
-        processors=[structlog.stdlib.filter_by_level, *shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -124,3 +124,25 @@ async def test_a_too_large_body_is_told_the_limit_in_bytes(gateway_server, bills
             assert r.status == 413
             body = await r.json()
     assert body["detail"] == f"request body is larger than the limit of {limit:,} bytes"
+
+
+def test_logging_configured_twice_in_one_process_keeps_cached_loggers_on_the_chain():
+    """Two commands run in one process (tests run the CLI in-process) each
+    configure logging. A logger cached after the first was bound to the first
+    chain's list, so what the second installed (or a test's capture_logs)
+    never reached it."""
+    program = (
+        "import structlog\n"
+        "from structlog.testing import capture_logs\n"
+        "from gateway.logging import configure_logging\n"
+        "configure_logging('json', 'info')\n"
+        "log = structlog.get_logger('kanal.test')\n"
+        "log.info('first')\n"  # cached now, bound to the first chain
+        "configure_logging('json', 'info')\n"
+        "with capture_logs() as logs:\n"
+        "    log.info('second')\n"
+        "print([entry['event'] for entry in logs])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['second']"
