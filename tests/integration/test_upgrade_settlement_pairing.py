@@ -29,8 +29,11 @@ def _from_pairing_on(version: str) -> bool:
     return version.startswith("gateway/") and version >= PAIRING_MIGRATION and version not in PAYMENT_PATHS
 
 # The reading of the items before 0014, word for word.
+# The items as read from the tables before 0014. A ledger_only item shows its
+# payment's bank reference, as reconcile.items() reads it since session 9.
 OLD_ITEMS_SQL = """
-    select i.item_no, i.kind, i.matched_on, i.direction, i.line_no, e.booked_on, e.bank_reference,
+    select i.item_no, i.kind, i.matched_on, i.direction, i.line_no, e.booked_on,
+           coalesce(e.bank_reference, p.bank_reference) as bank_reference,
            e.end_to_end_id, coalesce(nullif(e.payment_code, ''), p.payment_code) as payment_code,
            i.bank_amount_rupiah, i.payment_id, p.channel, p.idempotency_key, i.npp, i.ledger_amount_rupiah,
            coalesce(i.bank_amount_rupiah, 0) - coalesce(i.ledger_amount_rupiah, 0) as difference_rupiah
