@@ -240,13 +240,22 @@ class BillFactory:
             assert result.errors == [], result.errors
         return employer, registered.api_key, [r.kpj for r in rows]
 
-    async def create(self, *, workers: int = 3, period: str | None = None, **employer_kwargs) -> BillInfo:
+    async def create(
+        self, *, workers: int = 3, period: str | None = None, on_time: bool = False, **employer_kwargs
+    ) -> BillInfo:
         employer, api_key, kpjs = await self.create_employer(workers=workers, **employer_kwargs)
-        return await self.report(employer, api_key, kpjs, period or self.default_period())
+        return await self.report(employer, api_key, kpjs, period or self.default_period(), on_time=on_time)
 
-    async def report(self, employer, api_key: str, kpjs: list[str], period: str) -> BillInfo:
+    async def report(self, employer, api_key: str, kpjs: list[str], period: str, *, on_time: bool = False) -> BillInfo:
+        """The employer's wage report for `period`, made now (the clock's time),
+        or with `on_time` on the first day after the month at 10:00 WIB: an old
+        month reported on time has expired by now, where the same month
+        reported today counts its payable days from today."""
+        now = self.clock()
+        if on_time:
+            now = dt.datetime.combine((Period.parse(period) + 1).first_day(), dt.time(10), WIB).astimezone(dt.UTC)
         async with self.pool.acquire() as conn, conn.transaction():
-            pu_id, bpu_ids = await employer_service.submit_wage_report(conn, employer, period, {}, self.clock(), 90)
+            pu_id, bpu_ids = await employer_service.submit_wage_report(conn, employer, period, {}, now, 90)
             bill_id = pu_id if pu_id is not None else bpu_ids[0]
             row = await conn.fetchrow("select payment_code, total_rupiah from bills where id = $1", bill_id)
         return BillInfo(row["payment_code"], row["total_rupiah"], employer["npp"], period, bill_id, api_key, kpjs)

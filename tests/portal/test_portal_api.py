@@ -251,8 +251,8 @@ async def test_virtual_bank_pays_through_the_snap_adapter_and_reuses_its_partner
 
 async def test_an_expired_bill_is_refused_by_the_snap_adapter_and_the_reason_shown(gateway_server, bills):
     this_month = Period.from_date(dt.datetime.now(dt.UTC).astimezone(WIB).date())
-    # Due about five months ago: past the 90 days a payment code stays payable.
-    old = await bills.create(workers=1, period=str(this_month - 6))
+    # Reported on time and due about five months ago: past the 90 days a payment code stays payable.
+    old = await bills.create(workers=1, period=str(this_month - 6), on_time=True)
     status, body, _ = await call(
         gateway_server, "POST", f"/portal/api/bills/{old.payment_code}/virtual-bank", old.api_key
     )
@@ -364,7 +364,7 @@ async def test_bill_pdf_prints_the_last_payable_day_not_the_day_it_stops(gateway
 
 async def test_bill_pdf_marks_an_expired_bill_as_expired(gateway_server, bills, tmp_path):
     this_month = Period.from_date(dt.datetime.now(dt.UTC).astimezone(WIB).date())
-    old = await bills.create(workers=1, period=str(this_month - 6))
+    old = await bills.create(workers=1, period=str(this_month - 6), on_time=True)
     text = await _pdf_text(gateway_server, old, tmp_path)
     assert "KEDALUWARSA / EXPIRED" in text
     assert "BELUM DIBAYAR" not in text and "UNPAID" not in text
