@@ -174,15 +174,19 @@ async def _handle(request: web.Request, handler, adapter_prefixes) -> web.Stream
         if not own or error.status < 400:
             raise
         detail = error.text or error.reason
+        errors = None
         if error.status == 413:
             # aiohttp keeps the limit only in its text ("Maximum request body size N exceeded...").
             found = re.search(r"size (\d+) exceeded", error.text or "")
             detail = f"request body is larger than the limit of {int(found.group(1)):,} bytes" if found else "request body is too large"
+            # The field is the body itself, as every 4xx names one.
+            problem_text = f"larger than {int(found.group(1))} bytes" if found else "too large"
+            errors = [{"field": "body", "problem": problem_text}]
         elif error.status == 405:
             detail = f"{request.method} is not allowed on {request.path}"
         elif error.status == 404:
             detail = f"no route {request.method} {request.path}; see /docs"
-        return problem(error.status, error.reason, detail)
+        return problem(error.status, error.reason, detail, errors)
     except ConnectionResetError:
         raise  # the client went away mid-answer (a closed event stream): nothing to answer, nothing broken
     except Exception:

@@ -124,6 +124,8 @@ async def test_a_too_large_body_is_told_the_limit_in_bytes(gateway_server, bills
             assert r.status == 413
             body = await r.json()
     assert body["detail"] == f"request body is larger than the limit of {limit:,} bytes"
+    # Every 4xx names its field: here the body (it was "errors": []).
+    assert body["errors"] == [{"field": "body", "problem": f"larger than {limit} bytes"}]
 
 
 def test_logging_configured_twice_in_one_process_keeps_cached_loggers_on_the_chain():
