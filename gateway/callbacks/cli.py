@@ -393,8 +393,7 @@ def conformance(partner_id, since, until, output_format, output, fail_on_error) 
     """
     now = dt.datetime.now(dt.UTC)
     try:
-        since_at = service.parse_since(since, now, "since")
-        until_at = service.parse_since(until, now, "until")
+        since_at, until_at = service.parse_window(since, until, now)
         service.check_partner_id(partner_id)
     except ServiceError as error:
         raise click.BadParameter(error.detail) from None

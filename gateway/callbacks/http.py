@@ -303,8 +303,7 @@ def _window(request: web.Request, *, browsing: bool = False) -> tuple[dt.datetim
     again for every page); an export covers every exchange, as it always did
     ("the whole report as a download")."""
     now = dt.datetime.now(dt.UTC)
-    since = service.parse_since(request.query.get("since"), now, "since")
-    until = service.parse_since(request.query.get("until"), now, "until")
+    since, until = service.parse_window(request.query.get("since"), request.query.get("until"), now)
     if since is None and browsing:
         since = conformance.default_since(until, now)
     return since, until

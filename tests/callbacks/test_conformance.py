@@ -59,6 +59,13 @@ async def test_browsable_api_and_json_export(callback_gateway, api, bills):
     assert [x["verdict"] for x in export["exchanges"]].count("fault") == 1
     refused = await api("GET", "/api/v1/partners/BANKCONF/conformance?since=yesterday", expect=422)
     assert refused["errors"][0]["field"] == "since"
+    # A window that ends before it begins holds nothing: refused, not an empty report.
+    for path in ("conformance", "conformance.json"):
+        backwards = await api("GET", f"/api/v1/partners/BANKCONF/{path}?since=1h&until=2h", expect=422)
+        assert backwards["errors"][0]["field"] == "until" and "before since" in backwards["errors"][0]["problem"]
+    # A duration too long for the calendar is out of range, not "neither ISO 8601 nor a duration".
+    huge = await api("GET", "/api/v1/partners/BANKCONF/conformance?since=99999999d", expect=422)
+    assert "out of range" in huge["errors"][0]["problem"]
     await api("GET", "/api/v1/partners/BANKCONF/conformance", token="not-admin", expect=401)
 
 
@@ -101,6 +108,10 @@ async def test_cli_fails_the_pipeline_on_a_broken_rule(callback_gateway, bills, 
     assert future.returncode == 0 and "0 exchanges" in future.stdout
     wrong = await asyncio.to_thread(_kanal, database_url, "conformance", "BANKBAD", "--since", "last tuesday")
     assert wrong.returncode == 2 and "--since" not in wrong.stdout and "neither an ISO 8601 time" in wrong.stderr
+    backwards = await asyncio.to_thread(
+        _kanal, database_url, "conformance", "BANKBAD", "--since", "1h", "--until", "2h", "--fail-on-error"
+    )
+    assert backwards.returncode == 2 and "before since" in backwards.stderr
 
 
 @pytest.mark.parametrize("partner", ["a" * 37, "BANK%20X"])
