@@ -12,11 +12,11 @@ import secrets
 import stat
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 try:
     import fcntl
@@ -133,12 +133,24 @@ class Settings(BaseSettings):
     bill_expiry_days_after_due: int = Field(default=90, ge=0)
     # Province workforce used as the coverage denominator (Sakernas 2025).
     province_workforce: int = Field(default=1_819_430, ge=1)
+    # Kanal's own settlement accounts, comma-separated (a camt statement's
+    # Acct/Id, a CSV's --account). When set, a statement for any other account
+    # is refused naming `account`; a CSV statement that names no account is
+    # still taken. Empty: every account is taken.
+    settlement_accounts: Annotated[tuple[str, ...], NoDecode] = ()
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Per-adapter settings: KANAL_ADAPTERS__ISO8583__PORT=9583 -> {"iso8583": {"port": "9583"}}
     adapters: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("settlement_accounts", mode="before")
+    @classmethod
+    def _split_accounts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

@@ -115,12 +115,13 @@ def reconcile_command(file, fmt, statement_ref, account, channel_prefix, as_json
     async def run(pool):
         summary, created = await rec.import_statement(
             pool, raw, fmt=fmt, statement_ref=statement_ref, account=account,
-            channel_prefix=channel_prefix, file_name=file.name,
+            channel_prefix=channel_prefix, file_name=file.name, settlement_accounts=services.settings().settlement_accounts,
         )
         return summary, created, await rec.items(pool, summary["id"])
 
+    services = _services()
     try:
-        summary, created, items = _services().run_with_pool(run)
+        summary, created, items = services.run_with_pool(run)
     except StatementError as error:
         raise click.ClickException(error.detail) from None
     if export is not None:

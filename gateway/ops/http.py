@@ -172,6 +172,7 @@ async def import_view(request: web.Request) -> web.Response:
             account=query.get("account", ""),
             channel_prefix=query.get("channel_prefix", ""),
             file_name=query.get("file_name", ""),
+            settlement_accounts=request.app[settings_key].settlement_accounts,
         )
     except reconcile.StatementConflict as error:
         return problem(409, "Conflict", error.detail, error.errors)

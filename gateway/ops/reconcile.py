@@ -249,6 +249,7 @@ async def import_statement(
     file_name: str = "",
     entries_per_piece: int = STREAM_ENTRIES_PER_PIECE,
     streamed: bool = True,
+    settlement_accounts: tuple[str, ...] = (),
 ) -> tuple[dict, bool]:
     """Parse, reconcile and store a statement. Returns (summary, created):
     `created` is False when this very file had been imported before.
@@ -259,7 +260,10 @@ async def import_statement(
     Any other file, or one that turns out not to stream (`NotStreamable`:
     that attempt is rolled back), is read whole first. Both store the same
     rows and refuse with the same errors. `streamed=False` reads every file
-    whole first (the benchmark compares the two)."""
+    whole first (the benchmark compares the two).
+
+    With `settlement_accounts` (KANAL_SETTLEMENT_ACCOUNTS), a statement for
+    another account is refused, naming `account`, before anything is written."""
     if len(channel_prefix) > 80:
         raise StatementError("channel_prefix is longer than 80 characters",
                              [{"field": "channel_prefix", "problem": "at most 80 characters"}])
@@ -270,11 +274,25 @@ async def import_statement(
     streaming = stream(raw, fmt, statement_ref=statement_ref, account=account) if streamed else None
     if streaming is not None:
         try:
+            _check_account(streaming.statement, settlement_accounts)
             return await _store(pool, streaming.statement, streaming.pieces(entries_per_piece), channel_prefix, file_name)
         except NotStreamable as reason:
             log.info("statement_read_whole", reason=str(reason))
     statement = parse(raw, fmt, statement_ref=statement_ref, account=account)
+    _check_account(statement, settlement_accounts)
     return await _store(pool, statement, [statement.lines], channel_prefix, file_name)
+
+
+def _check_account(statement: Statement, settlement_accounts: tuple[str, ...]) -> None:
+    """A statement of another bank account would pair its lines against
+    Kanal's ledger as if they were its own: refused when Kanal's accounts are
+    configured. A CSV statement that names no account cannot be judged."""
+    if settlement_accounts and statement.account and statement.account not in settlement_accounts:
+        accounts = ", ".join(settlement_accounts)
+        raise StatementError(
+            f"account {statement.account!r} is not one of Kanal's settlement accounts ({accounts}; KANAL_SETTLEMENT_ACCOUNTS)",
+            [{"field": "account", "problem": f"not one of Kanal's settlement accounts: {accounts}"}],
+        )
 
 
 async def _store(

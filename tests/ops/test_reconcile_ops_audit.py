@@ -175,3 +175,45 @@ async def test_kanal_reconciliations_export_of_an_id_past_bigint_is_a_usage_erro
     code, _, err = await kanal(database_url, "reconciliations", "export", "99999999999999999999")
     assert code == 2 and "Traceback" not in err
     assert "Invalid value for 'STATEMENT_ID'" in err
+
+
+async def test_a_statement_of_another_account_is_refused_when_kanals_accounts_are_set(database_url, clock, tmp_path):
+    """A camt statement of another bank account (Acct/Id OTHER-BANK-999) was
+    paired against Kanal's ledger as if it were Kanal's own. With
+    KANAL_SETTLEMENT_ACCOUNTS set it is refused naming `account`, and nothing
+    is written; a CSV that names no account cannot be judged and is taken."""
+    import os
+    import subprocess
+    import sys
+
+    from gateway.runtime import Gateway
+    from tests.conftest import RunningGateway, test_settings
+
+    gateway = Gateway(settings=test_settings(settlement_accounts=("KANAL-SETTLEMENT", "KALBAR-2")), database_url=database_url,
+                      clock=clock)
+    await gateway.start(migrate_first=False)
+    try:
+        server = RunningGateway(gateway)
+        csv_text = b"booking_date,amount_rupiah\n2025-10-01,15000\n"
+        statement = parse(csv_text, "csv", statement_ref="S-ACCT", account="OTHER-BANK-999")
+        other = render(statement, "camt.053")
+        before = await counts(server.pool)
+        status, body = await post_statement(server, other)
+        assert status == 422, body
+        assert body["errors"] == [{"field": "account", "problem": "not one of Kanal's settlement accounts: KANAL-SETTLEMENT, KALBAR-2"}]
+        status, body = await post_statement(server, csv_text, "?statement_ref=S-ACCT-CSV&account=OTHER-BANK-999")
+        assert status == 422 and body["errors"][0]["field"] == "account", body
+        assert await counts(server.pool) == before
+        ours = render(dataclasses.replace(statement, statement_ref="S-ACCT-OURS", account="KALBAR-2"), "camt.053")
+        assert (await post_statement(server, ours))[0] == 201
+        assert (await post_statement(server, csv_text, "?statement_ref=S-ACCT-NONE"))[0] == 201  # no account: taken
+    finally:
+        await gateway.stop()
+
+    path = tmp_path / "other.xml"
+    path.write_bytes(other)
+    env = {**os.environ, "KANAL_DATABASE_URL": database_url, "KANAL_LOG_FORMAT": "json",
+           "KANAL_SETTLEMENT_ACCOUNTS": "KANAL-SETTLEMENT, KALBAR-2"}
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "reconcile", str(path)], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 1 and "account 'OTHER-BANK-999' is not one of Kanal's settlement accounts" in done.stderr, done.stderr
