@@ -275,12 +275,29 @@ async def import_statement(
     if streaming is not None:
         try:
             _check_account(streaming.statement, settlement_accounts)
+            _check_days(streaming.statement)
             return await _store(pool, streaming.statement, streaming.pieces(entries_per_piece), channel_prefix, file_name)
         except NotStreamable as reason:
             log.info("statement_read_whole", reason=str(reason))
     statement = parse(raw, fmt, statement_ref=statement_ref, account=account)
     _check_account(statement, settlement_accounts)
+    _check_days(statement)
     return await _store(pool, statement, [statement.lines], channel_prefix, file_name)
+
+
+# A statement covers a day, a week or a month: a year is the most it may. A
+# typo in a year (1926 for 2026) made a window of a hundred years, whose
+# every payment was expected and read.
+STATEMENT_DAYS_MAX = 366
+
+
+def _check_days(statement: Statement) -> None:
+    days = (statement.to_date - statement.from_date).days + 1
+    if days > STATEMENT_DAYS_MAX:
+        raise StatementError(
+            f"the statement covers {days:,} days ({statement.from_date} to {statement.to_date}); at most {STATEMENT_DAYS_MAX}",
+            [{"field": "period", "problem": f"{statement.from_date} to {statement.to_date} is {days:,} days; at most {STATEMENT_DAYS_MAX}"}],
+        )
 
 
 def _check_account(statement: Statement, settlement_accounts: tuple[str, ...]) -> None:

@@ -217,3 +217,18 @@ async def test_a_statement_of_another_account_is_refused_when_kanals_accounts_ar
     done = subprocess.run([sys.executable, "-m", "gateway.cli", "reconcile", str(path)], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 1 and "account 'OTHER-BANK-999' is not one of Kanal's settlement accounts" in done.stderr, done.stderr
+
+
+async def test_a_statement_covering_more_than_a_year_is_refused(gateway_server):
+    """A typo in a year (1926 for 2026) made a window of a hundred years, and
+    every payment in the ledger was expected: refused naming the period."""
+    before = await counts(gateway_server.pool)
+    status, body = await post_statement(
+        gateway_server, b"booking_date,amount_rupiah\n1926-11-25,1000\n2026-11-25,1000\n", "?statement_ref=S-TYPO"
+    )
+    assert status == 422, body
+    assert body["errors"] == [{"field": "period", "problem": "1926-11-25 to 2026-11-25 is 36,526 days; at most 366"}]
+    assert await counts(gateway_server.pool) == before
+    status, _ = await post_statement(gateway_server, b"booking_date,amount_rupiah\n2025-11-25,1000\n2026-11-25,1000\n",
+                                     "?statement_ref=S-YEAR")
+    assert status == 201  # 366 days, the most a statement may cover
