@@ -48,8 +48,14 @@ def next_wait_ms(
 def parse_retry_after_ms(value: str | None, cap_ms: int) -> int | None:
     """Retry-After in seconds (the HTTP-date form is ignored), capped. ASCII
     digits only: isdigit() alone admits "²", which int() refuses, and that
-    ValueError rolled the attempt back and had it sent again at once."""
+    ValueError rolled the attempt back and had it sent again at once. Leading
+    zeros dropped and a number of more than 18 digits taken as the cap:
+    int() refuses more than 4,300 digits (sys.get_int_max_str_digits) with a
+    ValueError, and a response header may hold 8 KB of them."""
     text = (value or "").strip()
     if not (text.isascii() and text.isdigit()):
         return None
-    return min(int(text) * 1000, cap_ms)
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 18:
+        return cap_ms
+    return min(int(digits) * 1000, cap_ms)

@@ -194,3 +194,21 @@ async def test_an_attempt_that_cannot_be_recorded_holds_its_delivery_back_instea
         await pool.execute(
             "drop trigger test_refuse_poisoned_attempt on callback_attempts; drop function test_refuse_poisoned_attempt()"
         )
+
+
+async def test_a_retry_after_too_long_for_int_is_capped_not_fatal(callback_gateway, api, bills, answering):
+    # 5,000 ASCII digits pass isascii() and isdigit(), but int() refuses more
+    # than sys.get_int_max_str_digits() (4,300) digits with a ValueError: the
+    # attempt rolled back and was never recorded, so the delivery never ran
+    # out of attempts.
+    url, hits = await answering(lambda: web.Response(status=429, headers={"Retry-After": "9" * 5000}))
+    employer, api_key, kpjs, endpoint = await _register(api, bills, url)
+    await bills.report(employer, api_key, kpjs, bills.default_period())
+    async with asyncio.timeout(15):
+        while hits["posts"] == 0:
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)
+    row = await callback_gateway.pool.fetchrow(
+        "select attempts, last_http_status, last_error from callback_deliveries where endpoint_id = $1", endpoint["id"]
+    )
+    assert row["attempts"] == 1 and row["last_http_status"] == 429, dict(row)
