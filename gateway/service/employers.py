@@ -415,6 +415,12 @@ async def submit_wage_report(
 ) -> tuple[int | None, list[int]]:
     """Issue the employer's PU bill for the period (with late fees for earlier
     unpaid bills) and one bill per BPU participant. Returns bill ids."""
+    # One report of an employer at a time: two months reported side by side
+    # each read what earlier bills' late fees had already charged before the
+    # other wrote its own, and both charged the same late fee. NO KEY UPDATE:
+    # it does not wait for (nor block) the key-share locks of rows that
+    # reference the employer (a payment, a participant).
+    await conn.execute("select 1 from employers where npp = $1 for no key update", employer["npp"])
     check = await check_wage_report(conn, employer, period_text, list(enumerate(wage_overrides)), now)
     check.refuse()
     period, participants = check.period, check.participants

@@ -123,3 +123,29 @@ async def test_a_month_reported_late_is_payable_for_its_days_from_the_report(poo
     clock.set(wib(2025, 10, 31, 0, 1))
     refused = await payments.pay(PayCommand(second["payment_code"], second["total_rupiah"], "test:bank", "arrear-2"))
     assert refused.outcome == PayOutcome.EXPIRED
+
+
+async def test_two_reports_at_once_charge_a_late_bill_once(pool):
+    """Two months reported side by side (two tabs, a retried request) each read
+    the June bill's charged fees before the other had written its own: both
+    charged June's full late fee."""
+    import asyncio
+
+    employer = await _employer(pool, "LATE0107")
+    june = await _report(pool, employer, "2025-06", wib(2025, 7, 1, 9))
+    now = wib(2025, 9, 1, 9)  # June (due 2025-07-15) open: two months late, 4%
+    first = await pool.acquire()
+    try:
+        transaction = first.transaction()
+        await transaction.start()
+        await svc.submit_wage_report(first, employer, "2025-07", {}, now, 90)
+        second = asyncio.create_task(_report(pool, employer, "2025-08", now))
+        await asyncio.sleep(0.5)  # the second report runs while the first is uncommitted
+        await transaction.commit()
+        await asyncio.wait_for(second, 10)
+    finally:
+        await pool.release(first)
+    charged = await pool.fetchval(
+        "select sum(employer_rupiah) from bill_lines where late_fee_source_bill_id = (select id from bills where payment_code = $1)", june["payment_code"]
+    )
+    assert charged == 44_049  # 2 x 2% of 1,101,222 = 44,048.88, once
