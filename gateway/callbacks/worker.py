@@ -107,8 +107,11 @@ class Deliverer:
                         await self.wake.wait()
 
     async def hold_back(self, worker_name: str, error: BaseException) -> None:
-        """The delivery a worker was handling when `error` rolled its attempt
-        back stays pending, due now, first in the claim order: without this,
+        """The fallback of deliver_one's own hold, for an error that took the
+        connection with it (the claim's lock is gone then, so another worker
+        may send the delivery once before this lands). The delivery a worker
+        was handling when `error` rolled its attempt back stays pending, due
+        now, first in the claim order: without a hold,
         the next poll sent it again, and again, as fast as the workers poll,
         ahead of every other delivery. It waits `unrecorded_attempt_hold_ms`
         instead, with the error in `last_error`. The receiver may have got the
@@ -117,20 +120,23 @@ class Deliverer:
         if delivery_id is None:
             return
         try:
-            await self.pool.execute(
-                """update callback_deliveries
-                      set next_attempt_at = now() + make_interval(secs => $2), last_error = $3
-                    where id = $1 and status = 'pending'""",
-                delivery_id,
-                self.settings.unrecorded_attempt_hold_ms / 1000,
-                f"Kanal could not record the attempt ({type(error).__name__}); held back "
-                f"{self.settings.unrecorded_attempt_hold_ms} ms",
-            )
+            await self._hold(self.pool, delivery_id, error)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as failed:  # the database is down: nothing to hold
             log.warning("callbacks.hold_back_failed", worker=worker_name, delivery=delivery_id, error=repr(failed))
         else:
             log.warning("callbacks.delivery_held_back", worker=worker_name, delivery=delivery_id,
                         hold_ms=self.settings.unrecorded_attempt_hold_ms)
+
+    async def _hold(self, conn: asyncpg.Connection | asyncpg.Pool, delivery_id: int, error: BaseException) -> None:
+        await conn.execute(
+            """update callback_deliveries
+                  set next_attempt_at = now() + make_interval(secs => $2), last_error = $3
+                where id = $1 and status = 'pending'""",
+            delivery_id,
+            self.settings.unrecorded_attempt_hold_ms / 1000,
+            f"Kanal could not record the attempt ({type(error).__name__}); held back "
+            f"{self.settings.unrecorded_attempt_hold_ms} ms",
+        )
 
     async def deliver_one(self, worker_name: str = "") -> bool:
         """Send the next due delivery, if any; True when one was handled."""
@@ -139,49 +145,71 @@ class Deliverer:
             if row is None:
                 return False
             self._claimed[worker_name] = row["id"]
-            body = event_body(row)
-            secrets_in_use = [row["secret"]] + ([row["previous_secret"]] if row["previous_secret"] else [])
-            first_ever = row["attempts"] == 0 and row["replays"] == 0
-            sends = 2 if first_ever and fault_rules.DUPLICATE in row["faults"] else 1
-            attempt = row["attempts"]
-            result: Sent | None = None
-            for copy in range(sends):
-                attempt += 1
-                result = await self._send(row["url"], secrets_in_use, store.webhook_id(row["event_id"]), body)
-                verdict = schedule.classify(result.http_status)
-                fault = fault_rules.DUPLICATE if copy == 1 else None
-                if copy == sends - 1:
-                    outcome = await self._conclude(conn, row, verdict, result)
-                else:
-                    outcome = verdict.value if verdict is not schedule.Verdict.GONE else "gone"
-                await conn.execute(
-                    """insert into callback_attempts (delivery_id, endpoint_id, npp, attempt, outcome, http_status,
-                                                      latency_ms, response_excerpt, error, fault, worker)
-                       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-                    row["id"], row["endpoint_id"], row["npp"], attempt, outcome, result.http_status,
-                    result.latency_ms, result.excerpt, result.error, fault, worker_name or self.name,
-                )
-            assert result is not None
-            await conn.execute(
-                """update callback_deliveries set attempts = $2, round_attempts = round_attempts + 1,
-                          last_http_status = $3, last_error = $4 where id = $1""",
-                row["id"], attempt, result.http_status, result.error,
-            )
-            log.info(
-                "callbacks.attempt",
-                delivery=row["id"],
-                endpoint=row["endpoint_id"],
-                webhook_id=store.webhook_id(row["event_id"]),
-                type=row["topic"],
-                attempt=attempt,
-                http_status=result.http_status,
-                latency_ms=result.latency_ms,
-                error=result.error,
-                worker=worker_name or self.name,
-            )
+            try:
+                # A savepoint: whatever fails while sending and recording rolls
+                # back to here, and the claim's row lock is kept while the hold
+                # is written, so no other worker sends the delivery meanwhile.
+                async with conn.transaction():
+                    await self._attempt(conn, row, worker_name)
+            except Exception as error:  # not CancelledError: the gateway stopping rolls everything back
+                if conn.is_closed() or isinstance(error, (OSError, asyncpg.InterfaceError)):
+                    raise  # the connection is gone: run() holds the delivery back through the pool
+                if isinstance(error, asyncpg.PostgresError):
+                    log.warning("callbacks.worker_error", worker=worker_name, delivery=row["id"], error=repr(error))
+                else:  # a bug must not stop deliveries for good; it is logged loudly
+                    log.exception("callbacks.worker_failed", worker=worker_name, delivery=row["id"])
+                await self._hold(conn, row["id"], error)
+                self._claimed.pop(worker_name, None)
+                log.warning("callbacks.delivery_held_back", worker=worker_name, delivery=row["id"],
+                            hold_ms=self.settings.unrecorded_attempt_hold_ms)
+                return False
         # Committed: the attempt is recorded.
         self._claimed.pop(worker_name, None)
         return True
+
+    async def _attempt(self, conn: asyncpg.Connection, row: asyncpg.Record, worker_name: str) -> None:
+        """Send the claimed delivery (twice under a duplicate fault) and record
+        each attempt and the delivery's next state."""
+        body = event_body(row)
+        secrets_in_use = [row["secret"]] + ([row["previous_secret"]] if row["previous_secret"] else [])
+        first_ever = row["attempts"] == 0 and row["replays"] == 0
+        sends = 2 if first_ever and fault_rules.DUPLICATE in row["faults"] else 1
+        attempt = row["attempts"]
+        result: Sent | None = None
+        for copy in range(sends):
+            attempt += 1
+            result = await self._send(row["url"], secrets_in_use, store.webhook_id(row["event_id"]), body)
+            verdict = schedule.classify(result.http_status)
+            fault = fault_rules.DUPLICATE if copy == 1 else None
+            if copy == sends - 1:
+                outcome = await self._conclude(conn, row, verdict, result)
+            else:
+                outcome = verdict.value if verdict is not schedule.Verdict.GONE else "gone"
+            await conn.execute(
+                """insert into callback_attempts (delivery_id, endpoint_id, npp, attempt, outcome, http_status,
+                                                  latency_ms, response_excerpt, error, fault, worker)
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+                row["id"], row["endpoint_id"], row["npp"], attempt, outcome, result.http_status,
+                result.latency_ms, result.excerpt, result.error, fault, worker_name or self.name,
+            )
+        assert result is not None
+        await conn.execute(
+            """update callback_deliveries set attempts = $2, round_attempts = round_attempts + 1,
+                      last_http_status = $3, last_error = $4 where id = $1""",
+            row["id"], attempt, result.http_status, result.error,
+        )
+        log.info(
+            "callbacks.attempt",
+            delivery=row["id"],
+            endpoint=row["endpoint_id"],
+            webhook_id=store.webhook_id(row["event_id"]),
+            type=row["topic"],
+            attempt=attempt,
+            http_status=result.http_status,
+            latency_ms=result.latency_ms,
+            error=result.error,
+            worker=worker_name or self.name,
+        )
 
     async def _conclude(self, conn: asyncpg.Connection, row: asyncpg.Record, verdict: schedule.Verdict, result: Sent) -> str:
         """Decide the delivery's next state after its attempt; the attempt's outcome."""

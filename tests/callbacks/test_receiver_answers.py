@@ -212,3 +212,35 @@ async def test_a_retry_after_too_long_for_int_is_capped_not_fatal(callback_gatew
         "select attempts, last_http_status, last_error from callback_deliveries where endpoint_id = $1", endpoint["id"]
     )
     assert row["attempts"] == 1 and row["last_http_status"] == 429, dict(row)
+
+
+async def test_a_bug_while_recording_holds_the_delivery_before_another_worker_can_take_it(
+    callback_gateway, api, bills, answering, make_receiver, monkeypatch
+):
+    """A bug in the worker's own code (here injected into the Retry-After
+    reading of a 429) used to roll the claim back first and write the hold
+    after, on another connection, with a slow traceback in between: the other
+    worker claimed the delivery in that gap and sent it again. The hold is
+    now written in the claim's transaction, under its row lock."""
+    from gateway.callbacks import schedule
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("a bug in Kanal")
+
+    monkeypatch.setattr(schedule, "parse_retry_after_ms", broken)
+    url, hits = await answering(lambda: web.Response(status=429, headers={"Retry-After": "1"}))
+    employer, api_key, kpjs, endpoint = await _register(api, bills, url)
+    await bills.report(employer, api_key, kpjs, bills.default_period())
+    async with asyncio.timeout(15):
+        while hits["posts"] == 0:
+            await asyncio.sleep(0.02)
+    receiver = await make_receiver()
+    other, other_key, other_kpjs, _ = await _employer_endpoint(api, bills, receiver, events=("bill.created",))
+    await bills.report(other, other_key, other_kpjs, bills.default_period())
+    await receiver.wait_for(lambda: receiver.ids(200))
+    assert hits["posts"] == 1
+    delivery = await callback_gateway.pool.fetchrow(
+        "select status, attempts, last_error from callback_deliveries where endpoint_id = $1", endpoint["id"]
+    )
+    assert (delivery["status"], delivery["attempts"]) == ("pending", 0)
+    assert "could not record the attempt (RuntimeError)" in delivery["last_error"]
