@@ -292,7 +292,8 @@ async def history(request: web.Request) -> web.Response:
     """Bills newest first with their standing payment, and the arrears: open
     bills past their due date with the late fee accrued so far (2% of the
     bill's dues a month late, charged on the next wage report's bill; a bill
-    paid late before that is charged what accrued until its payment)."""
+    paid late before that is charged what accrued until its payment), and
+    the bills paid late whose fee the next report will charge (`paid_late`)."""
     employer = await authenticated_employer(request)
     npp = employer["npp"]
     now = utc_now()
@@ -313,7 +314,7 @@ async def history(request: web.Request) -> web.Response:
         npp,
         HISTORY_BILLS_MAX,
     )
-    bills, arrears = [], []
+    bills, arrears, paid_late = [], [], []
     for r in rows:
         item = {
             "payment_code": r["payment_code"],
@@ -347,11 +348,24 @@ async def history(request: web.Request) -> web.Response:
                     "expired": r["expires_at"] <= now,
                 }
             )
+        elif r["status"] == "paid" and r["kind"] == "PU" and r["posted_at"] is not None:
+            # Paid after its due date: the next wage report's bill charges the
+            # fee for the months late until the payment's day (WIB), less what
+            # a bill issued meanwhile already charged (employers._late_fee_lines).
+            paid_on = r["posted_at"].astimezone(WIB).date()
+            if paid_on > r["due_date"]:
+                months = dues.months_late(r["due_date"], paid_on)
+                owed = dues.late_fee_rupiah(r["dues_rupiah"], months) - r["fees_charged_rupiah"]
+                if owed > 0:
+                    paid_late.append({**item, "months_late": months, "late_fee_owed_rupiah": owed})
     return json_ok(
         {
             "as_of": today.isoformat(),
             "bills": bills,
             "arrears": arrears,
             "arrears_total_rupiah": sum(a["total_rupiah"] + a["late_fee_accrued_rupiah"] for a in arrears),
+            # Bills paid late whose fee the next wage report's bill will charge.
+            "paid_late": paid_late,
+            "paid_late_fees_rupiah": sum(p["late_fee_owed_rupiah"] for p in paid_late),
         }
     )

@@ -282,8 +282,10 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
             page.get_by_role("button", name="Pay with the virtual bank (sandbox)"),
             " ",
         )
-        await page.wait_for_function("() => document.querySelector('#arrears').textContent === 'No arrears.'")
+        await page.wait_for_function("() => document.querySelector('#arrears').textContent.startsWith('No arrears.')")
         assert await page.locator("#history-table tr[data-status=paid]").count() == 2
+        # Paid after its due date: its late fee comes on the next wage report's bill, and the page says so.
+        assert "1 bill(s) paid after the due date" in await page.text_content("#arrears")
 
         # In the portal, Tab reaches every step's controls in order.
         order = await tab_order(page, 40)
@@ -329,7 +331,8 @@ async def test_employer_journey_in_chromium(gateway_server, browser, artifacts, 
             "() => document.querySelectorAll('#workers-table tr[data-protected=true]').length === 7"
         )
         await press(page, page.get_by_role("button", name="Bahasa Indonesia"))
-        await page.wait_for_function("() => document.querySelector('#arrears').textContent === 'Tidak ada tunggakan.'")
+        await page.wait_for_function("() => document.querySelector('#arrears').textContent.startsWith('Tidak ada tunggakan.')")
+        assert "1 tagihan dibayar setelah jatuh tempo" in await page.text_content("#arrears")
         overflow = await page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the page is {overflow}px wider than the phone"
         await assert_all_labelled(page)
@@ -422,3 +425,46 @@ async def test_long_names_fit_the_screen_and_dates_and_times_say_what_they_mean(
         finally:
             await context.close()
             await release_streams(pool)
+
+
+async def test_a_bill_paid_late_shows_the_fee_the_next_report_will_charge(gateway_server, browser, clock):
+    """contributions.md's worked example (Rp1,101,222 due 2025-07-15), paid on
+    2025-07-20: one month late, 2% = Rp22,024, charged on the next wage
+    report's bill. The history listed only unpaid bills as arrears, so the
+    page said nothing of a fee the employer will be billed."""
+    from bank_adapters.base import PayCommand, PayOutcome
+    from gateway.service import employers as svc
+    from tests.conftest import make_kpj, make_nik
+    from tests.portal.conftest import call
+
+    pool = gateway_server.pool
+    async with pool.acquire() as conn, conn.transaction():
+        registered = await svc.register_employer(conn, "LATEWEB1", "PT Telat", "6171", "large", 2)
+        employer = await conn.fetchrow("select * from employers where npp = 'LATEWEB1'")
+        row = svc.ParticipantRow(1, make_kpj(9901), make_nik(9901), "Budi", 12_000_000, "PU")
+        assert (await svc.add_participants(conn, employer, [row], "all_or_nothing")).errors == []
+        bill_id, _ = await svc.submit_wage_report(conn, employer, "2025-06", {}, dt.datetime(2025, 7, 1, 9, tzinfo=WIB), 90)
+        june = await svc.bill_view(conn, bill_id, with_lines=False)
+    assert june["total_rupiah"] == 1_101_222
+    clock.set(dt.datetime(2025, 7, 20, 10, tzinfo=WIB).astimezone(dt.UTC))
+    paid = await gateway_server.payments.pay(PayCommand(june["payment_code"], 1_101_222, "test:bank", "june-late"))
+    assert paid.outcome == PayOutcome.POSTED
+
+    status, history, _ = await call(gateway_server, "GET", "/portal/api/history", registered.api_key)
+    assert status == 200
+    assert history["arrears"] == []
+    assert [(p["payment_code"], p["months_late"], p["late_fee_owed_rupiah"]) for p in history["paid_late"]] == [
+        (june["payment_code"], 1, 22_024)
+    ]
+    assert history["paid_late_fees_rupiah"] == 22_024
+
+    context = await browser.new_context(viewport=DESKTOP, locale="en-US")
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        await sign_in(page, gateway_server.url, registered.api_key)
+        await page.wait_for_function("() => document.querySelector('#arrears').textContent.includes('paid after the due date')")
+        text = await page.text_content("#arrears")
+        assert "1 bill(s) paid after the due date: Rp22.024 of late fees" in text, text
+    finally:
+        await context.close()

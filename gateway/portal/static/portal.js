@@ -112,6 +112,7 @@ const TEXT = {
     noBills: "Belum ada tagihan.",
     arrearsNone: "Tidak ada tunggakan.",
     arrearsSome: (n, amount) => `Tunggakan: ${n} tagihan lewat jatuh tempo, ${amount} termasuk denda berjalan.`,
+    paidLateSome: (n, amount) => `${n} tagihan dibayar setelah jatuh tempo: denda ${amount} ditagihkan pada tagihan laporan upah berikutnya.`,
     monthsLate: (m, fee, charged) => `terlambat ${m} bulan; denda ${charged} sudah masuk tagihan berikutnya; denda berjalan ${fee}, ditagihkan pada tagihan laporan upah berikutnya; jika tagihan ini dibayar sebelum itu, denda sampai tanggal pembayaran`,
     expired: "kode kedaluwarsa",
     view: "Lihat",
@@ -218,6 +219,7 @@ const TEXT = {
     noBills: "No bills yet.",
     arrearsNone: "No arrears.",
     arrearsSome: (n, amount) => `Arrears: ${n} bill(s) past due, ${amount} including accrued late fees.`,
+    paidLateSome: (n, amount) => `${n} bill(s) paid after the due date: ${amount} of late fees, charged on the next wage report's bill.`,
     monthsLate: (m, fee, charged) => `${m} month(s) late; ${charged} of late fees already on a later bill; ${fee} accrued since, charged on the next wage report's bill; if this bill is paid before then, what accrued until the payment`,
     expired: "code expired",
     view: "View",
@@ -956,6 +958,11 @@ function renderHistory() {
       list.append(el("li", { text: parts.join(" — ") }));
     }
     arrears.append(list);
+  }
+  const paidLate = data.paid_late || [];
+  if (paidLate.length) {
+    arrears.classList.remove("clear");
+    arrears.append(el("p", { text: t("paidLateSome", paidLate.length, rupiah(data.paid_late_fees_rupiah)) }));
   }
   const body = $("#history-table tbody");
   body.replaceChildren();
