@@ -556,10 +556,12 @@ async def _late_fee_lines(conn: asyncpg.Connection, npp: str, now: dt.datetime) 
     return lines
 
 
-# An employer's PU bills past their due date that owe (or owed) a late fee:
-# still open, or paid after the due date (the payment's day in $3, WIB). $1 npp, $2 today.
-LATE_BILLS_SQL = """
-select b.id, b.due_date, pay.posted_at as paid_at,
+# A bill's dues, the late fees later bills charged for it, and when its
+# standing payment (if any) was posted: what the late-fee rule reads, here and
+# in the simulator's bulk billing (gateway/sim/billing.py), each with its own
+# `where` naming the PU bills past their due date, still open or paid late.
+LATE_BILL_COLUMNS_SQL = """
+select b.id, b.npp, b.due_date, pay.posted_at as paid_at,
        (select coalesce(sum(employer_rupiah + worker_rupiah), 0) from bill_lines
          where bill_id = b.id and program <> 'DENDA')::bigint as dues,
        (select coalesce(sum(employer_rupiah), 0) from bill_lines
@@ -567,6 +569,11 @@ select b.id, b.due_date, pay.posted_at as paid_at,
   from bills b
   left join lateral (select p.posted_at from payments p
                       where p.bill_id = b.id and p.status = 'posted' offset 0) pay on true
+"""
+
+# An employer's PU bills past their due date that owe (or owed) a late fee:
+# still open, or paid after the due date (the payment's day in $3, WIB). $1 npp, $2 today.
+LATE_BILLS_SQL = LATE_BILL_COLUMNS_SQL + """
  where b.npp = $1 and b.kind = 'PU' and b.due_date < $2
    and (b.status = 'open' or (pay.posted_at at time zone $3)::date > b.due_date)
  order by b.id

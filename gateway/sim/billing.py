@@ -48,7 +48,7 @@ import asyncpg
 
 from gateway.domain import codes, dues
 from gateway.domain.periods import WIB, Period, Segment, bill_expires_at, due_date
-from gateway.service.employers import late_until
+from gateway.service.employers import LATE_BILL_COLUMNS_SQL, late_until
 
 # Sorts and hashes over a chunk's rows (a million participants) stay in
 # memory instead of spilling to temporary files; set for the billing
@@ -111,15 +111,7 @@ select people.*, row_number() over (partition by e, bpu order by participant_id)
 
 # The wage report's late bills (employers.LATE_BILLS_SQL): open, or paid
 # after their due date (the payment's day in $2, WIB).
-_LATE_SQL = """
-select b.id, b.npp, b.due_date, pay.posted_at as paid_at,
-       (select coalesce(sum(employer_rupiah + worker_rupiah), 0) from bill_lines
-         where bill_id = b.id and program <> 'DENDA')::bigint as dues,
-       (select coalesce(sum(employer_rupiah), 0) from bill_lines
-         where late_fee_source_bill_id = b.id)::bigint as charged
-  from bills b
-  left join lateral (select p.posted_at from payments p
-                      where p.bill_id = b.id and p.status = 'posted' offset 0) pay on true
+_LATE_SQL = LATE_BILL_COLUMNS_SQL + """
  where b.npp in (select e.npp from sim_employers e where exists (select 1 from sim_people p where p.e = e.e and not p.bpu))
    and b.kind = 'PU' and b.due_date < $1
    and (b.status = 'open' or (pay.posted_at at time zone $2)::date > b.due_date)

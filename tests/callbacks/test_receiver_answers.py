@@ -147,6 +147,18 @@ async def test_a_stored_url_whose_host_cannot_be_looked_up_fails_each_attempt_on
     await receiver.wait_for(lambda: receiver.ids(200))
 
 
+async def _first_post_then_another_endpoint_served(hits, api, bills, make_receiver) -> None:
+    """Wait for the failing receiver's first request; then another endpoint's
+    event, written after it, is delivered: the workers are not stuck."""
+    async with asyncio.timeout(15):
+        while hits["posts"] == 0:
+            await asyncio.sleep(0.02)
+    receiver = await make_receiver()
+    other, other_key, other_kpjs, _ = await _employer_endpoint(api, bills, receiver, events=("bill.created",))
+    await bills.report(other, other_key, other_kpjs, bills.default_period())
+    await receiver.wait_for(lambda: receiver.ids(200))
+
+
 async def test_an_attempt_that_cannot_be_recorded_holds_its_delivery_back_instead_of_looping(
     callback_gateway, api, bills, answering, make_receiver
 ):
@@ -170,15 +182,7 @@ async def test_an_attempt_that_cannot_be_recorded_holds_its_delivery_back_instea
         url, hits = await answering(lambda: web.Response(status=500, text="poisoned"))
         employer, api_key, kpjs, endpoint = await _register(api, bills, url)
         await bills.report(employer, api_key, kpjs, bills.default_period())
-        async with asyncio.timeout(15):
-            while hits["posts"] == 0:
-                await asyncio.sleep(0.02)
-
-        # Another endpoint's event, written after the poisoned one, is delivered.
-        receiver = await make_receiver()
-        other, other_key, other_kpjs, _ = await _employer_endpoint(api, bills, receiver, events=("bill.created",))
-        await bills.report(other, other_key, other_kpjs, bills.default_period())
-        await receiver.wait_for(lambda: receiver.ids(200))
+        await _first_post_then_another_endpoint_served(hits, api, bills, make_receiver)
 
         # Before the fix, the poisoned delivery had been sent again at every 20 ms poll by now.
         assert hits["posts"] == 1
@@ -231,13 +235,7 @@ async def test_a_bug_while_recording_holds_the_delivery_before_another_worker_ca
     url, hits = await answering(lambda: web.Response(status=429, headers={"Retry-After": "1"}))
     employer, api_key, kpjs, endpoint = await _register(api, bills, url)
     await bills.report(employer, api_key, kpjs, bills.default_period())
-    async with asyncio.timeout(15):
-        while hits["posts"] == 0:
-            await asyncio.sleep(0.02)
-    receiver = await make_receiver()
-    other, other_key, other_kpjs, _ = await _employer_endpoint(api, bills, receiver, events=("bill.created",))
-    await bills.report(other, other_key, other_kpjs, bills.default_period())
-    await receiver.wait_for(lambda: receiver.ids(200))
+    await _first_post_then_another_endpoint_served(hits, api, bills, make_receiver)
     assert hits["posts"] == 1
     delivery = await callback_gateway.pool.fetchrow(
         "select status, attempts, last_error from callback_deliveries where endpoint_id = $1", endpoint["id"]
