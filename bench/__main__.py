@@ -137,13 +137,15 @@ def markdown(results: dict) -> str:
             + (f" (checkpoint_timeout {timeout} s for this run)" if timeout else "")
             + f": {s.get('checkpoints_during_run', '-')} checkpoints began during the run.",
             "",
-            "| window | payments/s | p99 | checkpoints begun | buffers the checkpointer wrote | WAL full-page images | WAL MB |",
-            "|---|---|---|---|---|---|---|",
+            ("| window | payments/s | p99 | checkpoints begun | buffers the checkpointer wrote | WAL full-page images | WAL MB "
+             "| autovacuum runs finished |"),
+            "|---|---|---|---|---|---|---|---|",
         ]
         for w in snap_windows:
             lines.append(
                 f"| {w['from_s']}-{w['to_s']} s | {w['per_second']:,} | {w['p99_ms']} ms | {w.get('checkpoints_begun_delta', '-')} "
-                f"| {w.get('buffers_written_delta', '-'):,} | {w.get('wal_fpi_delta', '-'):,} | {round(w.get('wal_bytes_delta', 0) / 1e6, 1)} |"
+                f"| {w.get('buffers_written_delta', '-'):,} | {w.get('wal_fpi_delta', '-'):,} | {round(w.get('wal_bytes_delta', 0) / 1e6, 1)} "
+                f"| {w.get('autovacuum_runs_delta', '-')} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -254,9 +254,12 @@ async def bpu_bills(pool: asyncpg.Pool, count: int, *, npp: str = "BENCH001", no
 # The checkpointer reports its counters while a spread checkpoint writes, so
 # `buffers_written` rising between two samples means one was writing then;
 # `wal_fpi` counts full-page images, which every page's first change after a
-# checkpoint begins adds to the WAL.
+# checkpoint begins adds to the WAL; `autovacuum_runs` the autovacuum and
+# autoanalyze runs finished in the database (a vacuum after a checkpoint
+# writes a full-page image of each page it changes).
 CHECKPOINT_SAMPLE_SQL = """
-select c.num_timed + c.num_requested as checkpoints_begun, c.buffers_written, w.wal_fpi, w.wal_bytes::bigint as wal_bytes
+select c.num_timed + c.num_requested as checkpoints_begun, c.buffers_written, w.wal_fpi, w.wal_bytes::bigint as wal_bytes,
+       (select coalesce(sum(autovacuum_count + autoanalyze_count), 0) from pg_stat_user_tables)::bigint as autovacuum_runs
 from pg_stat_checkpointer c, pg_stat_wal w"""
 
 

@@ -11,8 +11,8 @@ def _sampler(samples: list[tuple[float, dict[str, int]]]) -> CheckpointSampler:
     return sampler
 
 
-def counters(begun: int, written: int, fpi: int, wal: int) -> dict[str, int]:
-    return {"checkpoints_begun": begun, "buffers_written": written, "wal_fpi": fpi, "wal_bytes": wal}
+def counters(begun: int, written: int, fpi: int, wal: int, vacuums: int = 0) -> dict[str, int]:
+    return {"checkpoints_begun": begun, "buffers_written": written, "wal_fpi": fpi, "wal_bytes": wal, "autovacuum_runs": vacuums}
 
 
 def test_windows_split_the_run_and_line_up_the_checkpointer():
@@ -25,8 +25,8 @@ def test_windows_split_the_run_and_line_up_the_checkpointer():
     sampler = _sampler([
         (99.9, counters(7, 1000, 50, 10_000)),
         (104.0, counters(7, 1000, 60, 20_000)),
-        (106.0, counters(8, 1200, 900, 90_000)),  # a checkpoint began between 104 and 106
-        (111.0, counters(8, 1500, 950, 95_000)),
+        (106.0, counters(8, 1200, 900, 90_000, vacuums=2)),  # a checkpoint began between 104 and 106
+        (111.0, counters(8, 1500, 950, 95_000, vacuums=2)),
     ])
     windows = sampler.windows(result, 5.0)
     assert [(w["from_s"], w["to_s"]) for w in windows] == [(0.0, 5.0), (5.0, 10.0), (10.0, 12.0)]
@@ -38,6 +38,7 @@ def test_windows_split_the_run_and_line_up_the_checkpointer():
     assert [w["checkpoints_begun_delta"] for w in windows] == [0, 1, 0]
     assert [w["buffers_written_delta"] for w in windows] == [0, 200, 300]
     assert [w["wal_fpi_delta"] for w in windows] == [10, 840, 50]
+    assert [w["autovacuum_runs_delta"] for w in windows] == [0, 2, 0]
 
 
 def test_no_windows_without_samples():
