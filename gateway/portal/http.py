@@ -18,7 +18,6 @@ import structlog
 from aiohttp import web
 
 from bank_adapters.snap import partners
-from gateway.domain import dues
 from gateway.domain.periods import WIB, Period
 from gateway.domain.regencies import regencies
 from gateway.http.common import json_ok, read_body
@@ -330,15 +329,8 @@ async def history(request: web.Request) -> web.Response:
         }
         bills.append(item)
         if r["status"] == "open" and r["due_date"] < today:
-            months = dues.months_late(r["due_date"], today)
-            accrued = (
-                max(
-                    0,
-                    dues.late_fee_rupiah(r["dues_rupiah"], months) - r["fees_charged_rupiah"],
-                )
-                if r["kind"] == "PU"
-                else 0
-            )
+            months, owed = svc.late_fee_owed(r["due_date"], r["dues_rupiah"], r["fees_charged_rupiah"], None, today)
+            accrued = max(0, owed) if r["kind"] == "PU" else 0
             arrears.append(
                 {
                     **item,
@@ -348,16 +340,14 @@ async def history(request: web.Request) -> web.Response:
                     "expired": r["expires_at"] <= now,
                 }
             )
-        elif r["status"] == "paid" and r["kind"] == "PU" and r["posted_at"] is not None:
+        elif (r["status"] == "paid" and r["kind"] == "PU" and r["posted_at"] is not None
+              and r["posted_at"].astimezone(WIB).date() > r["due_date"]):
             # Paid after its due date: the next wage report's bill charges the
             # fee for the months late until the payment's day (WIB), less what
             # a bill issued meanwhile already charged (employers._late_fee_lines).
-            paid_on = r["posted_at"].astimezone(WIB).date()
-            if paid_on > r["due_date"]:
-                months = dues.months_late(r["due_date"], paid_on)
-                owed = dues.late_fee_rupiah(r["dues_rupiah"], months) - r["fees_charged_rupiah"]
-                if owed > 0:
-                    paid_late.append({**item, "months_late": months, "late_fee_owed_rupiah": owed})
+            months, owed = svc.late_fee_owed(r["due_date"], r["dues_rupiah"], r["fees_charged_rupiah"], r["posted_at"], today)
+            if owed > 0:
+                paid_late.append({**item, "months_late": months, "late_fee_owed_rupiah": owed})
     return json_ok(
         {
             "as_of": today.isoformat(),

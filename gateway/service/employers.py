@@ -549,8 +549,7 @@ async def _late_fee_lines(conn: asyncpg.Connection, npp: str, now: dt.datetime) 
     late = await conn.fetch(LATE_BILLS_SQL, npp, today, WIB.key)
     lines = []
     for bill in late:
-        months = dues.months_late(bill["due_date"], late_until(bill, today))
-        fee = dues.late_fee_rupiah(bill["dues"], months) - bill["charged"]
+        months, fee = late_fee_owed(bill["due_date"], bill["dues"], bill["charged"], bill["paid_at"], today)
         if fee > 0:
             lines.append((None, "DENDA", bill["dues"], fee, 0, 0, bill["id"], months))
     return lines
@@ -580,12 +579,17 @@ LATE_BILLS_SQL = LATE_BILL_COLUMNS_SQL + """
 """
 
 
-def late_until(bill: asyncpg.Record | dict, today: dt.date) -> dt.date:
-    """The last day a late bill counts as late: its payment's day (WIB) when
-    it was paid, else today."""
-    if bill["paid_at"] is None:
-        return today
-    return bill["paid_at"].astimezone(WIB).date()
+def late_fee_owed(
+    due: dt.date, dues_rupiah: int, charged_rupiah: int, paid_at: dt.datetime | None, today: dt.date
+) -> tuple[int, int]:
+    """(months late, late fee still owed) of a PU bill past its due date: 2%
+    of its dues for each month late until its payment's day (WIB) when it was
+    paid, else until today, less what later bills already charged for it.
+    The one rule the wage report, the simulator's bulk billing and the
+    portal's history all apply; the fee is 0 or less once fully charged."""
+    until = today if paid_at is None else paid_at.astimezone(WIB).date()
+    months = dues.months_late(due, until)
+    return months, dues.late_fee_rupiah(dues_rupiah, months) - charged_rupiah
 
 
 async def _insert_bill(

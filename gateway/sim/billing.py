@@ -12,7 +12,7 @@ employers in one transaction:
    rates are parameters, the SQL only does `divide_half_up` arithmetic the
    same way as `gateway.domain.dues`), and the late fees of PU bills still
    open, or paid, after their deadline (computed in Python by
-   `dues.months_late` / `late_fee_rupiah`);
+   `employers.late_fee_owed`);
 2. one bill per employer (PU) and per BPU participant, numbered in the order
    the wage reports would issue them (NPP, then the PU bill, then BPU bills
    by participant); the payment codes (from the same sequence and check digit,
@@ -48,7 +48,7 @@ import asyncpg
 
 from gateway.domain import codes, dues
 from gateway.domain.periods import WIB, Period, Segment, bill_expires_at, due_date
-from gateway.service.employers import LATE_BILL_COLUMNS_SQL, late_until
+from gateway.service.employers import LATE_BILL_COLUMNS_SQL, late_fee_owed
 
 # Sorts and hashes over a chunk's rows (a million participants) stay in
 # memory instead of spilling to temporary files; set for the billing
@@ -283,8 +283,7 @@ async def _late_fees(conn: asyncpg.Connection, today: dt.date) -> None:
     `_late_fee_lines`)."""
     fees = []
     for bill in await conn.fetch(_LATE_SQL, today, WIB.key):
-        months = dues.months_late(bill["due_date"], late_until(bill, today))
-        fee = dues.late_fee_rupiah(bill["dues"], months) - bill["charged"]
+        months, fee = late_fee_owed(bill["due_date"], bill["dues"], bill["charged"], bill["paid_at"], today)
         if fee > 0:
             fees.append((bill["npp"], bill["id"], bill["dues"], fee, months))
     await conn.execute(_FEES_SQL, *(list(column) for column in zip(*fees, strict=True)) if fees else ([],) * 5)
